@@ -137,8 +137,8 @@ pub trait DiskIo: Send + Sync + 'static {
     /// # Errors
     ///
     /// As [`read_at`](Self::read_at). On direct files every buffer's address and length must be
-    /// aligned. If a later part fails after an earlier part was written, the error is returned
-    /// and the earlier bytes may be in the file.
+    /// aligned. If the OS fails after part of the data was written, the call returns that part
+    /// as a short write (as `pwritev` does); the error shows on the next attempt.
     fn writev_at(
         &self,
         file: FileId,

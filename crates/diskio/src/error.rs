@@ -201,7 +201,9 @@ pub enum Error {
     },
     /// An `O_DIRECT` request whose buffer, offset or length is not aligned as the file requires.
     /// Detected before the kernel is asked.
-    #[error("{ctx}: {what} {value} is not a multiple of {required}, as O_DIRECT on this file requires")]
+    #[error(
+        "{ctx}: {what} {value} is not a multiple of {required}, as O_DIRECT on this file requires"
+    )]
     Misaligned {
         /// Where it happened.
         ctx: Context,

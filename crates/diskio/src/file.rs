@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::error::{Context, Error, Misalignment, Result};
+
 /// A handle to a file opened through a [`DiskIo`](crate::DiskIo) backend.
 ///
 /// Ids are issued by the backend that opened the file and mean nothing to another backend.
@@ -207,6 +209,34 @@ pub struct DirectAlignment {
 }
 
 impl DirectAlignment {
+    /// Checks a transfer against this alignment: `addr` (the buffer address) against
+    /// `memory`, `offset` and `len` against `offset`. Backends call it before submitting, so
+    /// every backend reports misalignment alike.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misaligned`] naming the first misaligned part.
+    pub fn check(&self, ctx: &Context, addr: usize, offset: u64, len: usize) -> Result<()> {
+        let misaligned = |what, value: u64, required: u32| Error::Misaligned {
+            ctx: ctx.clone(),
+            what,
+            value,
+            required: u64::from(required),
+        };
+        let mem = self.memory.max(1) as usize;
+        let off = u64::from(self.offset.max(1));
+        if addr % mem != 0 {
+            return Err(misaligned(Misalignment::Buffer, addr as u64, self.memory));
+        }
+        if offset % off != 0 {
+            return Err(misaligned(Misalignment::Offset, offset, self.offset));
+        }
+        if len as u64 % off != 0 {
+            return Err(misaligned(Misalignment::Length, len as u64, self.offset));
+        }
+        Ok(())
+    }
+
     /// The strictest of the two alignments: a buffer, offset and length aligned to it always
     /// satisfies the file.
     pub fn max(&self) -> usize {

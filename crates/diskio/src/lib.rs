@@ -37,9 +37,7 @@ mod stats;
 pub use buf::{AlignedBuf, BUF_ALIGN_MAX, BUF_BYTES_MAX};
 pub use disk::DiskIo;
 pub use dynamic::DynDiskIo;
-pub use error::{
-    BadFileReason, BufResult, Context, Error, Misalignment, Op, Result, check_range,
-};
+pub use error::{BadFileReason, BufResult, Context, Error, Misalignment, Op, Result, check_range};
 pub use file::{Capabilities, DirectAlignment, FileId, OpenOptions, SyncKind};
 pub use pool::BufPool;
 pub use stats::{COUNTED_OPS, OpStats, OpTimer, Stats, StatsSnapshot};

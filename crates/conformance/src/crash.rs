@@ -1,0 +1,522 @@
+//! `CrashDisk`: an in-memory disk that simulates power loss.
+//!
+//! Every file has a **live** image (what reads see) and a **durable** image (what survives a
+//! power loss). Writes, length changes and preallocations change the live image at once and are
+//! remembered as *pending* until a sync of that file makes the live image durable. A simulated
+//! power loss ([`CrashDisk::crash`]) builds a new disk from the durable images plus, for each
+//! pending operation in order, a seeded choice: **keep** it, **drop** it, or **tear** it (each
+//! 512-byte sector of a write kept or lost on its own). The seed is printed, and the same seed on
+//! the same history gives the same disk, so a failure replays exactly.
+//!
+//! Limits of the model (for now): files exist from the moment they are created (no directory
+//! entries to lose), and a sync makes every earlier operation on the file durable.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use diskio::{
+    AlignedBuf, BadFileReason, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error,
+    FileId, Op, OpenOptions, Result, Stats, StatsSnapshot, SyncKind, check_range,
+};
+
+use crate::rng::Rng;
+
+/// The sector size of the simulated device: the unit of torn writes.
+pub const SECTOR: usize = 512;
+
+const DIRECT: DirectAlignment = DirectAlignment {
+    memory: SECTOR as u32,
+    offset: SECTOR as u32,
+};
+
+/// What happens to each unsynced operation at a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Each operation is kept, dropped or torn, by the seed.
+    Random,
+    /// Every unsynced operation survives (the cache was flushed just in time).
+    KeepAll,
+    /// Every unsynced operation is lost.
+    DropAll,
+    /// Every unsynced write is torn at sector granularity by the seed.
+    TearAll,
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Write { offset: u64, data: Vec<u8> },
+    SetLen(u64),
+}
+
+#[derive(Debug, Clone, Default)]
+struct MemFile {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+    pending: Vec<Pending>,
+}
+
+struct Handle {
+    path: Arc<Path>,
+    readable: bool,
+    writable: bool,
+    direct: bool,
+}
+
+#[derive(Default)]
+struct State {
+    files: HashMap<PathBuf, MemFile>,
+    open: HashMap<u64, Handle>,
+    next_id: u64,
+}
+
+/// An in-memory [`DiskIo`] with a simulated power loss. Paths are names in its own namespace;
+/// no real file is touched.
+///
+/// ```
+/// use conformance::{CrashDisk, CrashMode};
+/// use diskio::{AlignedBuf, DiskIo, OpenOptions, SyncKind};
+///
+/// let disk = CrashDisk::new();
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// rt.block_on(async {
+///     let f = disk.open("log".as_ref(), &OpenOptions::read_write_create()).await?;
+///     let (res, _) = disk.write_at(f, AlignedBuf::from_slice(b"durable", 512)?, 0).await;
+///     res?;
+///     disk.fsync(f, SyncKind::Data).await?;
+///     let (res, _) = disk.write_at(f, AlignedBuf::from_slice(b"lost", 512)?, 7).await;
+///     res?;
+///     let after = disk.crash_with(42, CrashMode::DropAll);
+///     assert_eq!(after.file_image("log".as_ref()).unwrap(), b"durable");
+///     Ok::<(), diskio::Error>(())
+/// })?;
+/// # Ok::<(), diskio::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct CrashDisk {
+    state: Arc<Mutex<State>>,
+    stats: Stats,
+}
+
+impl Default for CrashDisk {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for CrashDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrashDisk")
+            .field("unsynced", &self.unsynced_ops())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CrashDisk {
+    /// An empty disk.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                next_id: 1,
+                ..State::default()
+            })),
+            stats: Stats::new(),
+        }
+    }
+
+    /// For [`suite!`](crate::suite)-style constructors.
+    ///
+    /// # Errors
+    ///
+    /// Never; the `Result` matches what backend constructors return.
+    pub fn create() -> Result<Self> {
+        Ok(Self::new())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A power loss with [`CrashMode::Random`]: see [`crash_with`](Self::crash_with).
+    pub fn crash(&self, seed: u64) -> CrashDisk {
+        self.crash_with(seed, CrashMode::Random)
+    }
+
+    /// The disk as it would be found after a power loss now: durable images plus the pending
+    /// operations that `mode` and `seed` let through. This disk is left as it was (so one history
+    /// can be crashed many ways); the new one has no open files and no pending operations. The
+    /// seed is printed to stderr (shown when a test fails) so the state can be replayed.
+    pub fn crash_with(&self, seed: u64, mode: CrashMode) -> CrashDisk {
+        eprintln!("CrashDisk: power loss with seed {seed} ({mode:?})");
+        let mut rng = Rng::new(seed);
+        let state = self.lock();
+        let mut paths: Vec<&PathBuf> = state.files.keys().collect();
+        paths.sort(); // a fixed order, so the seed's choices land on the same operations
+        let mut files = HashMap::new();
+        for path in paths {
+            let f = &state.files[path];
+            let mut image = f.durable.clone();
+            for op in &f.pending {
+                apply_at_crash(&mut image, op, mode, &mut rng);
+            }
+            let file = MemFile {
+                live: image.clone(),
+                durable: image,
+                pending: Vec::new(),
+            };
+            files.insert(path.clone(), file);
+        }
+        CrashDisk {
+            state: Arc::new(Mutex::new(State {
+                files,
+                open: HashMap::new(),
+                next_id: 1,
+            })),
+            stats: Stats::new(),
+        }
+    }
+
+    /// Operations not yet covered by a sync, over all files.
+    pub fn unsynced_ops(&self) -> usize {
+        self.lock().files.values().map(|f| f.pending.len()).sum()
+    }
+
+    /// The live contents of a file (what reads see), if it exists.
+    pub fn file_image(&self, path: &Path) -> Option<Vec<u8>> {
+        self.lock().files.get(path).map(|f| f.live.clone())
+    }
+
+    /// The durable contents of a file (what survives any crash), if it exists.
+    pub fn durable_image(&self, path: &Path) -> Option<Vec<u8>> {
+        self.lock().files.get(path).map(|f| f.durable.clone())
+    }
+
+    /// Runs `f` on the open file's handle and data.
+    fn with_file<T>(
+        &self,
+        id: FileId,
+        ctx: &Context,
+        f: impl FnOnce(&Handle, &mut MemFile) -> Result<T>,
+    ) -> Result<T> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let raw = id.into_raw();
+        let Some(handle) = state.open.get(&raw) else {
+            let reason = if raw != 0 && raw < state.next_id {
+                BadFileReason::Closed
+            } else {
+                BadFileReason::Unknown
+            };
+            return Err(Error::BadFile {
+                ctx: ctx.clone().file(id),
+                reason,
+            });
+        };
+        match state.files.get_mut(&*handle.path) {
+            Some(file) => f(handle, file),
+            None => Err(Error::from_errno(
+                ctx.clone().path(handle.path.clone()),
+                libc::ENOENT,
+            )),
+        }
+    }
+}
+
+fn apply_at_crash(image: &mut Vec<u8>, op: &Pending, mode: CrashMode, rng: &mut Rng) {
+    // 0 keep, 1 drop, 2 tear.
+    let choice = match mode {
+        CrashMode::Random => rng.below(3),
+        CrashMode::KeepAll => 0,
+        CrashMode::DropAll => 1,
+        CrashMode::TearAll => 2,
+    };
+    match op {
+        Pending::SetLen(len) => {
+            if choice == 0 || (choice == 2 && rng.one_in(2)) {
+                image.resize(*len as usize, 0);
+            }
+        }
+        Pending::Write { offset, data } => match choice {
+            0 => write_into(image, *offset, data),
+            1 => {}
+            _ => {
+                let start = *offset as usize;
+                let end = start + data.len();
+                let mut at = start;
+                while at < end {
+                    let sector_end = ((at / SECTOR) + 1) * SECTOR;
+                    let upto = sector_end.min(end);
+                    if rng.one_in(2) {
+                        write_into(image, at as u64, &data[at - start..upto - start]);
+                    }
+                    at = upto;
+                }
+            }
+        },
+    }
+}
+
+fn write_into(image: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let start = offset as usize;
+    let end = start + data.len();
+    if image.len() < end {
+        image.resize(end, 0);
+    }
+    image[start..end].copy_from_slice(data);
+}
+
+fn not_permitted(ctx: &Context, handle: &Handle) -> Error {
+    Error::BadFile {
+        ctx: ctx.clone().path(handle.path.clone()),
+        reason: BadFileReason::NotPermitted,
+    }
+}
+
+/// In-memory files are capped at 1 GiB: a model for tests, not a RAM disk.
+const FILE_BYTES_MAX: u64 = 1 << 30;
+
+fn check_size(ctx: &Context, end: u64) -> Result<()> {
+    if end > FILE_BYTES_MAX {
+        return Err(Error::from_errno(ctx.clone(), libc::EFBIG));
+    }
+    Ok(())
+}
+
+impl CrashDisk {
+    fn write_parts(
+        &self,
+        op: Op,
+        file: FileId,
+        parts: &[&[u8]],
+        addrs: &[usize],
+        offset: u64,
+    ) -> Result<usize> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let ctx = Context::new(op).file(file).offset(offset).len(len as u64);
+        check_range(&ctx, offset, len as u64)?;
+        check_size(&ctx, offset + len as u64)?;
+        self.with_file(file, &ctx, |handle, f| {
+            if !handle.writable {
+                return Err(not_permitted(&ctx, handle));
+            }
+            if handle.direct {
+                let mut at = offset;
+                for (p, &addr) in parts.iter().zip(addrs) {
+                    DIRECT.check(&ctx, addr, at, p.len())?;
+                    at += p.len() as u64;
+                }
+            }
+            let data: Vec<u8> = parts.concat();
+            if data.is_empty() {
+                return Ok(0);
+            }
+            write_into(&mut f.live, offset, &data);
+            f.pending.push(Pending::Write { offset, data });
+            Ok(len)
+        })
+    }
+}
+
+impl DiskIo for CrashDisk {
+    fn name(&self) -> &'static str {
+        "crash"
+    }
+
+    fn alignment(&self) -> usize {
+        SECTOR
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.direct_io = true;
+        caps
+    }
+
+    async fn open(&self, path: &Path, options: &OpenOptions) -> Result<FileId> {
+        let timer = self.stats.start(Op::Open);
+        let ctx = Context::new(Op::Open).path(Arc::from(path));
+        let res = (|| {
+            let wants_create =
+                options.is_create() || options.is_create_new() || options.is_truncate();
+            if wants_create && !options.is_write() {
+                return Err(Error::io(
+                    ctx.clone(),
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "creating or truncating a file needs write access",
+                    ),
+                ));
+            }
+            let mut state = self.lock();
+            let exists = state.files.contains_key(path);
+            if exists && options.is_create_new() {
+                return Err(Error::from_errno(ctx.clone(), libc::EEXIST));
+            }
+            if !(exists || options.is_create() || options.is_create_new()) {
+                return Err(Error::from_errno(ctx.clone(), libc::ENOENT));
+            }
+            let file = state.files.entry(path.to_path_buf()).or_default();
+            if options.is_truncate() && !file.live.is_empty() {
+                file.live.clear();
+                file.pending.push(Pending::SetLen(0));
+            }
+            let id = state.next_id;
+            state.next_id += 1;
+            state.open.insert(
+                id,
+                Handle {
+                    path: Arc::from(path),
+                    readable: options.is_read(),
+                    writable: options.is_write(),
+                    direct: options.is_direct(),
+                },
+            );
+            Ok(FileId::from_raw(id))
+        })();
+        timer.finish(&res, |_| 0);
+        res
+    }
+
+    async fn close(&self, file: FileId) -> Result<()> {
+        let ctx = Context::new(Op::Close);
+        let res = self.with_file(file, &ctx, |_, _| Ok(())).map(|()| {
+            self.lock().open.remove(&file.into_raw());
+        });
+        self.stats.start(Op::Close).finish(&res, |_| 0);
+        res
+    }
+
+    async fn read_at(&self, file: FileId, mut buf: AlignedBuf, offset: u64) -> BufResult<usize> {
+        let timer = self.stats.start(Op::Read);
+        let ctx = Context::new(Op::Read)
+            .file(file)
+            .offset(offset)
+            .len(buf.len() as u64);
+        let res = check_range(&ctx, offset, buf.len() as u64).and_then(|()| {
+            self.with_file(file, &ctx, |handle, f| {
+                if !handle.readable {
+                    return Err(not_permitted(&ctx, handle));
+                }
+                if handle.direct {
+                    DIRECT.check(&ctx, buf.as_ptr() as usize, offset, buf.len())?;
+                }
+                let start = (offset as usize).min(f.live.len());
+                let end = (offset as usize)
+                    .saturating_add(buf.len())
+                    .min(f.live.len());
+                let n = end - start;
+                buf[..n].copy_from_slice(&f.live[start..end]);
+                buf.truncate(n);
+                Ok(n)
+            })
+        });
+        timer.finish(&res, |&n| n as u64);
+        (res, buf)
+    }
+
+    async fn write_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
+        let timer = self.stats.start(Op::Write);
+        let res = self.write_parts(Op::Write, file, &[&buf], &[buf.as_ptr() as usize], offset);
+        timer.finish(&res, |&n| n as u64);
+        (res, buf)
+    }
+
+    async fn writev_at(
+        &self,
+        file: FileId,
+        bufs: Vec<AlignedBuf>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<AlignedBuf>> {
+        let timer = self.stats.start(Op::Writev);
+        let parts: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
+        let addrs: Vec<usize> = bufs.iter().map(|b| b.as_ptr() as usize).collect();
+        let res = self.write_parts(Op::Writev, file, &parts, &addrs, offset);
+        drop(parts);
+        timer.finish(&res, |&n| n as u64);
+        (res, bufs)
+    }
+
+    async fn fsync(&self, file: FileId, _kind: SyncKind) -> Result<()> {
+        let timer = self.stats.start(Op::Sync);
+        let res = self.with_file(file, &Context::new(Op::Sync), |_, f| {
+            f.durable.clone_from(&f.live);
+            f.pending.clear();
+            Ok(())
+        });
+        timer.finish(&res, |_| 0);
+        res
+    }
+
+    async fn preallocate(&self, file: FileId, offset: u64, len: u64) -> Result<()> {
+        let timer = self.stats.start(Op::Preallocate);
+        let ctx = Context::new(Op::Preallocate)
+            .file(file)
+            .offset(offset)
+            .len(len);
+        let res = check_range(&ctx, offset, len)
+            .and_then(|()| check_size(&ctx, offset + len))
+            .and_then(|()| {
+                self.with_file(file, &ctx, |handle, f| {
+                    if !handle.writable {
+                        return Err(not_permitted(&ctx, handle));
+                    }
+                    let end = offset + len;
+                    if len > 0 && end > f.live.len() as u64 {
+                        f.live.resize(end as usize, 0);
+                        f.pending.push(Pending::SetLen(end));
+                    }
+                    Ok(())
+                })
+            });
+        timer.finish(&res, |_| 0);
+        res
+    }
+
+    async fn set_len(&self, file: FileId, len: u64) -> Result<()> {
+        let timer = self.stats.start(Op::SetLen);
+        let ctx = Context::new(Op::SetLen).file(file).len(len);
+        let res = check_range(&ctx, len, 0)
+            .and_then(|()| check_size(&ctx, len))
+            .and_then(|()| {
+                self.with_file(file, &ctx, |handle, f| {
+                    if !handle.writable {
+                        return Err(not_permitted(&ctx, handle));
+                    }
+                    f.live.resize(len as usize, 0);
+                    f.pending.push(Pending::SetLen(len));
+                    Ok(())
+                })
+            });
+        timer.finish(&res, |_| 0);
+        res
+    }
+
+    async fn file_len(&self, file: FileId) -> Result<u64> {
+        let timer = self.stats.start(Op::FileLen);
+        let res = self.with_file(file, &Context::new(Op::FileLen), |_, f| {
+            Ok(f.live.len() as u64)
+        });
+        timer.finish(&res, |_| 0);
+        res
+    }
+
+    fn direct_alignment(&self, file: FileId) -> Result<Option<DirectAlignment>> {
+        let ctx = Context::new(Op::FileLen);
+        let state = self.lock();
+        match state.open.get(&file.into_raw()) {
+            Some(h) => Ok(h.direct.then_some(DIRECT)),
+            None => {
+                drop(state);
+                self.with_file(file, &ctx, |_, _| Ok(None))
+            }
+        }
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+}

@@ -1,0 +1,185 @@
+//! A fixed set of worker threads fed by a bounded queue.
+//!
+//! Callers first take a slot ([`Pool::slot`], an async wait on a fair semaphore: this is the
+//! backpressure), then hand the job over; the job keeps its slot until it has run. So jobs queued
+//! plus jobs running never exceed `queue_max`, and callers beyond that wait in FIFO order.
+//!
+//! Workers spin briefly before sleeping on the condition variable: at queue depth 1 the next job
+//! usually arrives within a few microseconds, and a futex wake-up costs more than that.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    ready: Condvar,
+    spin: Duration,
+    /// Jobs in the queue, readable without the lock by spinning workers.
+    queued: AtomicUsize,
+}
+
+struct State {
+    jobs: VecDeque<Job>,
+    sleeping: usize,
+    shutdown: bool,
+}
+
+/// The pool was shut down, or the worker running the job died.
+#[derive(Debug)]
+pub(crate) struct PoolGone;
+
+/// A reserved place in the queue.
+pub(crate) struct Slot<'a> {
+    pool: &'a Pool,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        threads: usize,
+        queue_max: usize,
+        spin: Duration,
+        name: &str,
+    ) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                jobs: VecDeque::with_capacity(queue_max.min(4096)),
+                sleeping: 0,
+                shutdown: false,
+            }),
+            ready: Condvar::new(),
+            spin,
+            queued: AtomicUsize::new(0),
+        });
+        let mut pool = Self {
+            shared,
+            slots: Arc::new(Semaphore::new(queue_max)),
+            threads: Vec::with_capacity(threads),
+        };
+        for i in 0..threads {
+            let shared = Arc::clone(&pool.shared);
+            let handle = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || shared.work())?;
+            pool.threads.push(handle);
+        }
+        Ok(pool)
+    }
+
+    /// Waits for a place in the queue.
+    pub(crate) async fn slot(&self) -> Result<Slot<'_>, PoolGone> {
+        let permit = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| PoolGone)?;
+        Ok(Slot { pool: self, permit })
+    }
+}
+
+impl Slot<'_> {
+    /// Runs `job` on a worker and waits for its output. If the caller stops waiting, the job
+    /// still runs to the end and its output (buffers included) is dropped on the worker.
+    pub(crate) async fn run<T, F>(self, job: F) -> Result<T, PoolGone>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let permit = self.permit;
+        let job: Job = Box::new(move || {
+            let out = job();
+            drop(permit);
+            let _ = tx.send(out);
+        });
+        self.pool.shared.push(job)?;
+        rx.await.map_err(|_| PoolGone)
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Jobs never run under the lock, so the state is consistent even after a panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, job: Job) -> Result<(), PoolGone> {
+        let mut state = self.lock();
+        if state.shutdown {
+            return Err(PoolGone);
+        }
+        state.jobs.push_back(job);
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let wake = state.sleeping > 0;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    fn work(&self) {
+        while let Some(job) = self.next() {
+            job();
+        }
+    }
+
+    /// The next job; `None` once shut down and drained.
+    fn next(&self) -> Option<Job> {
+        let spin_until = Instant::now() + self.spin;
+        loop {
+            let mut state = self.lock();
+            if let Some(job) = self.pop(&mut state) {
+                return Some(job);
+            }
+            if state.shutdown {
+                return None;
+            }
+            if Instant::now() >= spin_until {
+                state.sleeping += 1;
+                let mut state = self
+                    .ready
+                    .wait_while(state, |s| s.jobs.is_empty() && !s.shutdown)
+                    .unwrap_or_else(PoisonError::into_inner);
+                state.sleeping -= 1;
+                // `None` here means shut down and drained.
+                return self.pop(&mut state);
+            }
+            drop(state);
+            while self.queued.load(Ordering::Relaxed) == 0 && Instant::now() < spin_until {
+                std::hint::spin_loop();
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn pop(&self, state: &mut State) -> Option<Job> {
+        let job = state.jobs.pop_front()?;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        Some(job)
+    }
+}
+
+impl Drop for Pool {
+    /// Stops accepting jobs, lets the workers finish every queued job, and joins them.
+    fn drop(&mut self) {
+        self.slots.close();
+        self.shared.lock().shutdown = true;
+        self.shared.ready.notify_all();
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}

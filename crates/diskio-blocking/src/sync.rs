@@ -1,0 +1,45 @@
+//! `fdatasync`/`fsync`, `fallocate`, `ftruncate` and `fstat` on a worker thread.
+
+use diskio::{Context, Error, Result, SyncKind};
+use nix::fcntl::{FallocateFlags, fallocate};
+
+use crate::files::OpenFile;
+
+pub(crate) fn fsync(file: &OpenFile, kind: SyncKind, ctx: Context) -> Result<()> {
+    let res = match kind {
+        SyncKind::Data => file.file.sync_data(),
+        SyncKind::All => file.file.sync_all(),
+    };
+    res.map_err(|e| Error::io(ctx.path(file.path.clone()), e))
+}
+
+pub(crate) fn preallocate(file: &OpenFile, offset: u64, len: u64, ctx: Context) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    loop {
+        match fallocate(
+            &file.file,
+            FallocateFlags::empty(),
+            offset as i64,
+            len as i64,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => return Err(Error::from_errno(ctx.path(file.path.clone()), errno as i32)),
+        }
+    }
+}
+
+pub(crate) fn set_len(file: &OpenFile, len: u64, ctx: Context) -> Result<()> {
+    file.file
+        .set_len(len)
+        .map_err(|e| Error::io(ctx.path(file.path.clone()), e))
+}
+
+pub(crate) fn file_len(file: &OpenFile, ctx: Context) -> Result<u64> {
+    file.file
+        .metadata()
+        .map(|m| m.len())
+        .map_err(|e| Error::io(ctx.path(file.path.clone()), e))
+}

@@ -1,0 +1,59 @@
+//! `pwrite` and `pwritev` on a worker thread.
+
+use std::io::{self, IoSlice};
+use std::os::unix::fs::FileExt;
+
+use diskio::{AlignedBuf, BufResult, Context, Error};
+
+use crate::files::OpenFile;
+
+/// Most buffers one `pwritev` accepts on Linux (`UIO_MAXIOV`); longer lists are split.
+pub const IOV_MAX: usize = 1024;
+
+pub(crate) fn write_at(
+    file: &OpenFile,
+    buf: AlignedBuf,
+    offset: u64,
+    ctx: Context,
+) -> BufResult<usize> {
+    loop {
+        match file.file.write_at(&buf, offset) {
+            Ok(n) => return (Ok(n), buf),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return (Err(Error::io(ctx.path(file.path.clone()), e)), buf),
+        }
+    }
+}
+
+/// Writes the buffers back to back, `IOV_MAX` at a time. Stops at the first short chunk. An error
+/// after some bytes were written is reported as that short count (as `pwritev` itself does).
+pub(crate) fn writev_at(
+    file: &OpenFile,
+    bufs: Vec<AlignedBuf>,
+    offset: u64,
+    ctx: Context,
+) -> BufResult<usize, Vec<AlignedBuf>> {
+    let mut written = 0usize;
+    for chunk in bufs.chunks(IOV_MAX) {
+        let slices: Vec<IoSlice<'_>> = chunk.iter().map(|b| IoSlice::new(b)).collect();
+        let want: usize = chunk.iter().map(|b| b.len()).sum();
+        let at = offset + written as u64;
+        let n = loop {
+            match nix::sys::uio::pwritev(&file.file, &slices, at as libc::off_t) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(errno) if written == 0 => {
+                    let err = Error::from_errno(ctx.path(file.path.clone()), errno as i32);
+                    drop(slices);
+                    return (Err(err), bufs);
+                }
+                Err(_) => break 0, // reported as a short write; the next attempt sees the error
+            }
+        };
+        written += n;
+        if n < want {
+            break;
+        }
+    }
+    (Ok(written), bufs)
+}

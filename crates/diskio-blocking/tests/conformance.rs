@@ -1,0 +1,28 @@
+//! The conformance suite on the blocking backend: statically, and through the object-safe form.
+
+mod static_form {
+    conformance::suite!(diskio_blocking::BlockingDisk::with_defaults());
+}
+
+mod dyn_form {
+    use std::sync::Arc;
+
+    use diskio::DynDiskIo;
+
+    fn make() -> diskio::Result<Arc<dyn DynDiskIo>> {
+        let disk = diskio_blocking::BlockingDisk::with_defaults()?;
+        Ok(Arc::new(disk))
+    }
+
+    conformance::suite!(make());
+}
+
+mod small_pool {
+    // One thread and a queue of two: everything still works, only slower (backpressure).
+    conformance::suite!(diskio_blocking::BlockingDisk::new(
+        diskio_blocking::BlockingOptions::new()
+            .threads(1)
+            .queue_max(2)
+            .spin(std::time::Duration::ZERO)
+    ));
+}
