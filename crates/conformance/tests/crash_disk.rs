@@ -1,4 +1,5 @@
 //! `CrashDisk` keeps what was synced, and keeps, drops or tears the rest by a replayable seed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step panics
 
 use std::path::Path;
 

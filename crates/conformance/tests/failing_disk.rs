@@ -1,4 +1,5 @@
 //! `FailingDisk` fails exactly the operations its plan names, and nothing else.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step panics
 
 use conformance::harness::{Flavor, run};
 use conformance::{FailingDisk, FaultMode, FaultPlan, FaultTarget};

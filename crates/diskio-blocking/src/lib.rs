@@ -87,7 +87,7 @@ impl Default for BlockingOptions {
 
 impl BlockingOptions {
     /// 32 threads (enough to keep 32 reads in flight on a device), a queue of 1024 operations,
-    /// buffers aligned to 4096, workers that spin for 50 µs before sleeping.
+    /// buffers aligned to 4096, and 50 µs of spinning (see [`spin`](Self::spin)).
     pub fn new() -> Self {
         Self {
             threads: 32,
@@ -117,8 +117,10 @@ impl BlockingOptions {
         self
     }
 
-    /// How long an idle worker polls for new work before sleeping. Spinning saves a wake-up
-    /// (several µs) per operation at low queue depth and costs CPU while idle; 0 disables it.
+    /// How long one idle worker polls for new work before sleeping, and how long a caller that is
+    /// alone in the queue polls for its result before yielding to its runtime. Spinning saves two
+    /// wake-ups (several µs each) per operation at queue depth 1 and costs CPU while idle (one
+    /// worker at most, and the caller's runtime thread for at most this long); 0 disables it.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
         self

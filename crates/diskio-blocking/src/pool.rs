@@ -4,8 +4,10 @@
 //! backpressure), then hand the job over; the job keeps its slot until it has run. So jobs queued
 //! plus jobs running never exceed `queue_max`, and callers beyond that wait in FIFO order.
 //!
-//! Workers spin briefly before sleeping on the condition variable: at queue depth 1 the next job
-//! usually arrives within a few microseconds, and a futex wake-up costs more than that.
+//! At low queue depth, wake-ups dominate: a futex wake of a sleeping worker, then of the parked
+//! runtime thread, each cost more than a `pread` from the page cache. So one idle worker at a
+//! time polls the queue for `spin` before sleeping (only while no other job runs), and a caller that is alone in the queue polls
+//! its result for up to `spin` before yielding to the runtime. Both are off with `spin = 0`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +22,9 @@ type Job = Box<dyn FnOnce() + Send>;
 pub(crate) struct Pool {
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
+    queue_max: usize,
+    /// How long a caller that is alone in the queue polls for its result before sleeping.
+    caller_spin: Duration,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -29,6 +34,11 @@ struct Shared {
     spin: Duration,
     /// Jobs in the queue, readable without the lock by spinning workers.
     queued: AtomicUsize,
+    /// Workers spinning now; at most one spins at a time, the others sleep at once.
+    spinners: AtomicUsize,
+    /// Jobs running now. Workers spin only when none is (queue depth 1): under load, a spinning
+    /// thread would take a core from the threads doing the work.
+    running: AtomicUsize,
 }
 
 struct State {
@@ -63,10 +73,14 @@ impl Pool {
             ready: Condvar::new(),
             spin,
             queued: AtomicUsize::new(0),
+            spinners: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
         });
         let mut pool = Self {
             shared,
             slots: Arc::new(Semaphore::new(queue_max)),
+            queue_max,
+            caller_spin: spin,
             threads: Vec::with_capacity(threads),
         };
         for i in 0..threads {
@@ -97,14 +111,30 @@ impl Slot<'_> {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         let permit = self.permit;
+        // Alone in the queue (queue depth 1): the result usually comes back within a few
+        // microseconds, sooner than a parked runtime thread could be woken. Poll for it briefly.
+        let alone = self.pool.slots.available_permits() + 1 == self.pool.queue_max;
         let job: Job = Box::new(move || {
             let out = job();
             drop(permit);
             let _ = tx.send(out);
         });
         self.pool.shared.push(job)?;
+        if alone && !self.pool.caller_spin.is_zero() {
+            let until = Instant::now() + self.pool.caller_spin;
+            loop {
+                match rx.try_recv() {
+                    Ok(out) => return Ok(out),
+                    Err(oneshot::error::TryRecvError::Closed) => return Err(PoolGone),
+                    Err(oneshot::error::TryRecvError::Empty) if Instant::now() < until => {
+                        std::hint::spin_loop();
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => break,
+                }
+            }
+        }
         rx.await.map_err(|_| PoolGone)
     }
 }
@@ -132,13 +162,29 @@ impl Shared {
 
     fn work(&self) {
         while let Some(job) = self.next() {
+            self.running.fetch_add(1, Ordering::Relaxed);
             job();
+            self.running.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     /// The next job; `None` once shut down and drained.
     fn next(&self) -> Option<Job> {
-        let spin_until = Instant::now() + self.spin;
+        let may_spin = !self.spin.is_zero()
+            && self.running.load(Ordering::Relaxed) == 0
+            && self
+                .spinners
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+        let job = self.next_job(if may_spin { self.spin } else { Duration::ZERO });
+        if may_spin {
+            self.spinners.store(0, Ordering::Release);
+        }
+        job
+    }
+
+    fn next_job(&self, spin: Duration) -> Option<Job> {
+        let spin_until = Instant::now() + spin;
         loop {
             let mut state = self.lock();
             if let Some(job) = self.pop(&mut state) {
@@ -160,7 +206,6 @@ impl Shared {
             drop(state);
             while self.queued.load(Ordering::Relaxed) == 0 && Instant::now() < spin_until {
                 std::hint::spin_loop();
-                std::thread::yield_now();
             }
         }
     }

@@ -1,4 +1,5 @@
 //! The conformance suite on the blocking backend: statically, and through the object-safe form.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step panics
 
 mod static_form {
     conformance::suite!(diskio_blocking::BlockingDisk::with_defaults());

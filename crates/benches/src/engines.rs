@@ -1,0 +1,298 @@
+//! The engines: plain threads calling the system calls directly (the reference),
+//! `tokio::fs`, and diskio backends through the trait.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use diskio::{AlignedBuf, DiskIo, OpenOptions, SyncKind};
+use diskio_blocking::{BlockingDisk, BlockingOptions};
+
+use crate::{Offsets, Pattern, Sample, Workload};
+
+/// An I/O path to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// `depth` plain threads calling `pread`/`pwrite`/`fdatasync` (the reference).
+    Threads,
+    /// `depth` Tokio tasks on `tokio::fs` (seek + read/write, one file handle per task).
+    TokioFs,
+    /// `depth` Tokio tasks on the `diskio-blocking` backend.
+    Blocking,
+}
+
+impl Engine {
+    /// Name shown in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Threads => "pread/pwrite threads",
+            Engine::TokioFs => "tokio::fs",
+            Engine::Blocking => "diskio-blocking",
+        }
+    }
+}
+
+/// Runs `workload` on `engine` against the file at `path`. A warm-up of a fifth of the duration
+/// (at most 200 ms) runs first and is not counted.
+///
+/// # Errors
+///
+/// A message when the engine cannot run the workload (e.g. `tokio::fs` with `O_DIRECT`).
+pub fn run(engine: Engine, w: &Workload, path: &Path) -> Result<Sample, String> {
+    let warmup = (w.duration / 5).min(Duration::from_millis(200));
+    match engine {
+        Engine::Threads => threads(w, path, warmup),
+        Engine::TokioFs => tokio_fs(w, path, warmup),
+        Engine::Blocking => blocking(w, path, warmup),
+    }
+}
+
+fn open_std(w: &Workload, path: &Path) -> Result<std::fs::File, String> {
+    let write = w.pattern != Pattern::RandomRead;
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .direct(w.direct)
+        .to_std()
+        .open(path)
+        .map_err(|e| format!("open {}: {e}", path.display()))
+}
+
+fn filled_buf(block: usize) -> Result<AlignedBuf, String> {
+    let mut buf = AlignedBuf::zeroed(block, 4096).map_err(|e| e.to_string())?;
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i % 251) as u8 + 1;
+    }
+    Ok(buf)
+}
+
+/// One worker's loop: `op(n)` does the `n`th operation and returns the bytes moved.
+fn time_loop(
+    deadline: Instant,
+    counting_from: Instant,
+    mut op: impl FnMut() -> Result<u64, String>,
+) -> Result<Sample, String> {
+    let mut sample = Sample::empty();
+    loop {
+        let start = Instant::now();
+        if start >= deadline {
+            break;
+        }
+        let bytes = op()?;
+        let end = Instant::now();
+        if start >= counting_from {
+            sample.ops += 1;
+            sample.bytes += bytes;
+            let ns = (end - start).as_nanos() as u64;
+            let _ = sample.latency_ns.record(ns.max(1));
+        }
+    }
+    Ok(sample)
+}
+
+fn threads(w: &Workload, path: &Path, warmup: Duration) -> Result<Sample, String> {
+    let file = Arc::new(open_std(w, path)?);
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now() + Duration::from_millis(5);
+    let counting_from = start + warmup;
+    let deadline = counting_from + w.duration;
+    let w = *w;
+    let handles: Vec<_> = (0..w.depth)
+        .map(|t| {
+            let file = Arc::clone(&file);
+            let next = Arc::clone(&next);
+            std::thread::spawn(move || -> Result<Sample, String> {
+                let mut buf = filled_buf(w.block)?;
+                let mut offsets = Offsets::new(t as u64 + 1, w.file_bytes, w.block);
+                while Instant::now() < start {
+                    std::hint::spin_loop();
+                }
+                time_loop(deadline, counting_from, || match w.pattern {
+                    Pattern::RandomRead => {
+                        let n = file
+                            .read_at(&mut buf, offsets.random())
+                            .map_err(|e| e.to_string())?;
+                        Ok(n as u64)
+                    }
+                    Pattern::SequentialWrite | Pattern::WriteSync => {
+                        let at = offsets.sequential(next.fetch_add(1, Ordering::Relaxed));
+                        file.write_all_at(&buf, at).map_err(|e| e.to_string())?;
+                        if w.pattern == Pattern::WriteSync {
+                            file.sync_data().map_err(|e| e.to_string())?;
+                        }
+                        Ok(buf.len() as u64)
+                    }
+                })
+            })
+        })
+        .collect();
+    let mut total = Sample::empty();
+    for h in handles {
+        let s = h
+            .join()
+            .map_err(|_| "a worker thread panicked".to_owned())??;
+        total.merge(&s);
+    }
+    total.elapsed = w.duration;
+    Ok(total)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn tokio_fs(w: &Workload, path: &Path, warmup: Duration) -> Result<Sample, String> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+    let rt = runtime()?;
+    let w = *w;
+    let next = Arc::new(AtomicU64::new(0));
+    rt.block_on(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        let start = Instant::now() + Duration::from_millis(20);
+        let counting_from = start + warmup;
+        let deadline = counting_from + w.duration;
+        for t in 0..w.depth {
+            let path = path.to_path_buf();
+            let next = Arc::clone(&next);
+            tasks.spawn(async move {
+                let mut opts = tokio::fs::OpenOptions::new();
+                opts.read(true).write(w.pattern != Pattern::RandomRead);
+                if w.direct {
+                    opts.custom_flags(libc::O_DIRECT);
+                }
+                let mut file = opts.open(&path).await.map_err(|e| format!("open: {e}"))?;
+                let mut buf = vec![1u8; w.block];
+                let mut offsets = Offsets::new(t as u64 + 1, w.file_bytes, w.block);
+                let mut sample = Sample::empty();
+                tokio::time::sleep_until(start.into()).await;
+                loop {
+                    let begin = Instant::now();
+                    if begin >= deadline {
+                        break;
+                    }
+                    let bytes = match w.pattern {
+                        Pattern::RandomRead => {
+                            file.seek(std::io::SeekFrom::Start(offsets.random()))
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            file.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+                            buf.len()
+                        }
+                        Pattern::SequentialWrite | Pattern::WriteSync => {
+                            let at = offsets.sequential(next.fetch_add(1, Ordering::Relaxed));
+                            file.seek(std::io::SeekFrom::Start(at))
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            file.write_all(&buf).await.map_err(|e| e.to_string())?;
+                            if w.pattern == Pattern::WriteSync {
+                                file.sync_data().await.map_err(|e| e.to_string())?;
+                            } else {
+                                file.flush().await.map_err(|e| e.to_string())?;
+                            }
+                            buf.len()
+                        }
+                    };
+                    let end = Instant::now();
+                    if begin >= counting_from {
+                        sample.ops += 1;
+                        sample.bytes += bytes as u64;
+                        let _ = sample
+                            .latency_ns
+                            .record(((end - begin).as_nanos() as u64).max(1));
+                    }
+                }
+                Ok::<Sample, String>(sample)
+            });
+        }
+        let mut total = Sample::empty();
+        while let Some(joined) = tasks.join_next().await {
+            let s = joined.map_err(|e| e.to_string())??;
+            total.merge(&s);
+        }
+        total.elapsed = w.duration;
+        Ok(total)
+    })
+}
+
+fn blocking(w: &Workload, path: &Path, warmup: Duration) -> Result<Sample, String> {
+    let rt = runtime()?;
+    let disk = Arc::new(
+        BlockingDisk::new(BlockingOptions::new().threads(w.depth.max(1)))
+            .map_err(|e| e.to_string())?,
+    );
+    let w = *w;
+    let next = Arc::new(AtomicU64::new(0));
+    rt.block_on(async move {
+        let opts = OpenOptions::new()
+            .read(true)
+            .write(w.pattern != Pattern::RandomRead)
+            .direct(w.direct);
+        let file = disk.open(path, &opts).await.map_err(|e| e.to_string())?;
+        let mut tasks = tokio::task::JoinSet::new();
+        let start = Instant::now() + Duration::from_millis(20);
+        let counting_from = start + warmup;
+        let deadline = counting_from + w.duration;
+        for t in 0..w.depth {
+            let disk = Arc::clone(&disk);
+            let next = Arc::clone(&next);
+            tasks.spawn(async move {
+                let mut buf = Some(filled_buf(w.block)?);
+                let mut offsets = Offsets::new(t as u64 + 1, w.file_bytes, w.block);
+                let mut sample = Sample::empty();
+                tokio::time::sleep_until(start.into()).await;
+                loop {
+                    let begin = Instant::now();
+                    if begin >= deadline {
+                        break;
+                    }
+                    let mut b = buf.take().ok_or("buffer lost")?;
+                    let bytes = match w.pattern {
+                        Pattern::RandomRead => {
+                            let _ = b.resize(w.block);
+                            let (res, back) = disk.read_at(file, b, offsets.random()).await;
+                            b = back;
+                            res.map_err(|e| e.to_string())?
+                        }
+                        Pattern::SequentialWrite => {
+                            let at = offsets.sequential(next.fetch_add(1, Ordering::Relaxed));
+                            let (res, back) = disk.write_all_at(file, b, at).await;
+                            b = back;
+                            res.map_err(|e| e.to_string())?;
+                            w.block
+                        }
+                        Pattern::WriteSync => {
+                            let at = offsets.sequential(next.fetch_add(1, Ordering::Relaxed));
+                            let (res, mut back) =
+                                disk.write_sync_at(file, vec![b], at, SyncKind::Data).await;
+                            b = back.pop().ok_or("buffer lost")?;
+                            res.map_err(|e| e.to_string())?
+                        }
+                    };
+                    buf = Some(b);
+                    let end = Instant::now();
+                    if begin >= counting_from {
+                        sample.ops += 1;
+                        sample.bytes += bytes as u64;
+                        let _ = sample
+                            .latency_ns
+                            .record(((end - begin).as_nanos() as u64).max(1));
+                    }
+                }
+                Ok::<Sample, String>(sample)
+            });
+        }
+        let mut total = Sample::empty();
+        while let Some(joined) = tasks.join_next().await {
+            let s = joined.map_err(|e| e.to_string())??;
+            total.merge(&s);
+        }
+        total.elapsed = w.duration;
+        Ok(total)
+    })
+}
