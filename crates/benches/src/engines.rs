@@ -81,13 +81,7 @@ fn time_loop(
             break;
         }
         let bytes = op()?;
-        let end = Instant::now();
-        if start >= counting_from {
-            sample.ops += 1;
-            sample.bytes += bytes;
-            let ns = (end - start).as_nanos() as u64;
-            let _ = sample.latency_ns.record(ns.max(1));
-        }
+        sample.record(start, Instant::now(), counting_from, bytes);
     }
     Ok(sample)
 }
@@ -198,14 +192,7 @@ fn tokio_fs(w: &Workload, path: &Path, warmup: Duration) -> Result<Sample, Strin
                             buf.len()
                         }
                     };
-                    let end = Instant::now();
-                    if begin >= counting_from {
-                        sample.ops += 1;
-                        sample.bytes += bytes as u64;
-                        let _ = sample
-                            .latency_ns
-                            .record(((end - begin).as_nanos() as u64).max(1));
-                    }
+                    sample.record(begin, Instant::now(), counting_from, bytes as u64);
                 }
                 Ok::<Sample, String>(sample)
             });
@@ -275,14 +262,7 @@ fn blocking(w: &Workload, path: &Path, warmup: Duration) -> Result<Sample, Strin
                         }
                     };
                     buf = Some(b);
-                    let end = Instant::now();
-                    if begin >= counting_from {
-                        sample.ops += 1;
-                        sample.bytes += bytes as u64;
-                        let _ = sample
-                            .latency_ns
-                            .record(((end - begin).as_nanos() as u64).max(1));
-                    }
+                    sample.record(begin, Instant::now(), counting_from, bytes as u64);
                 }
                 Ok::<Sample, String>(sample)
             });

@@ -10,7 +10,7 @@ pub mod engines;
 pub mod report;
 pub mod scratch;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -74,6 +74,17 @@ impl Sample {
         self.bytes += other.bytes;
         self.elapsed = self.elapsed.max(other.elapsed);
         let _ = self.latency_ns.add(&other.latency_ns);
+    }
+
+    /// Counts one operation that ran from `begin` to `end`, unless it began before
+    /// `counting_from` (the warm-up).
+    pub fn record(&mut self, begin: Instant, end: Instant, counting_from: Instant, bytes: u64) {
+        if begin >= counting_from {
+            self.ops += 1;
+            self.bytes += bytes;
+            let ns = u64::try_from((end - begin).as_nanos()).unwrap_or(u64::MAX);
+            let _ = self.latency_ns.record(ns.max(1));
+        }
     }
 
     /// Operations per second.
