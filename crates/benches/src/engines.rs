@@ -197,13 +197,7 @@ fn tokio_fs(w: &Workload, path: &Path, warmup: Duration) -> Result<Sample, Strin
                 Ok::<Sample, String>(sample)
             });
         }
-        let mut total = Sample::empty();
-        while let Some(joined) = tasks.join_next().await {
-            let s = joined.map_err(|e| e.to_string())??;
-            total.merge(&s);
-        }
-        total.elapsed = w.duration;
-        Ok(total)
+        join_tasks(tasks, w.duration).await
     })
 }
 
@@ -267,12 +261,19 @@ fn blocking(w: &Workload, path: &Path, warmup: Duration) -> Result<Sample, Strin
                 Ok::<Sample, String>(sample)
             });
         }
-        let mut total = Sample::empty();
-        while let Some(joined) = tasks.join_next().await {
-            let s = joined.map_err(|e| e.to_string())??;
-            total.merge(&s);
-        }
-        total.elapsed = w.duration;
-        Ok(total)
+        join_tasks(tasks, w.duration).await
     })
+}
+
+/// Waits for every task and merges their samples.
+async fn join_tasks(
+    mut tasks: tokio::task::JoinSet<Result<Sample, String>>,
+    duration: Duration,
+) -> Result<Sample, String> {
+    let mut total = Sample::empty();
+    while let Some(joined) = tasks.join_next().await {
+        total.merge(&joined.map_err(|e| e.to_string())??);
+    }
+    total.elapsed = duration;
+    Ok(total)
 }

@@ -505,15 +505,9 @@ impl DiskIo for CrashDisk {
     }
 
     fn direct_alignment(&self, file: FileId) -> Result<Option<DirectAlignment>> {
-        let ctx = Context::new(Op::FileLen);
-        let state = self.lock();
-        match state.open.get(&file.into_raw()) {
-            Some(h) => Ok(h.direct.then_some(DIRECT)),
-            None => {
-                drop(state);
-                self.with_file(file, &ctx, |_, _| Ok(None))
-            }
-        }
+        self.with_file(file, &Context::new(Op::FileLen), |h, _| {
+            Ok(h.direct.then_some(DIRECT))
+        })
     }
 
     fn stats(&self) -> StatsSnapshot {

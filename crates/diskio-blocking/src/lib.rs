@@ -450,20 +450,12 @@ impl DiskIo for BlockingDisk {
             .offset(offset)
             .len(len);
         let timer = self.inner.stats.start(Op::Preallocate);
+        // No buffer, so no O_DIRECT alignment to check: only the file, the access and the range.
         let f = self
-            .inner
-            .files
-            .get(file, || ctx.clone())
+            .prepare(file, &ctx, Access::Write, offset, std::iter::empty())
             .and_then(|f| check_range(&ctx, offset, len).map(|()| f));
         let f = match f {
-            Ok(f) if f.writable => f,
-            Ok(f) => {
-                timer.err();
-                return Err(Error::BadFile {
-                    ctx: ctx.path(f.path.clone()),
-                    reason: BadFileReason::NotPermitted,
-                });
-            }
+            Ok(f) => f,
             Err(e) => {
                 timer.err();
                 return Err(e);

@@ -1,7 +1,7 @@
 //! The scenarios: one `async fn` each, generic over the backend.
 //!
 //! Each takes the [`Cx`] (backend + scratch directory), panics on a failed check (with a message
-//! saying what was expected), and returns [`Outcome::Skipped`] with a reason when the machine
+//! saying what was expected), and returns [`Outcome::Skipped`](crate::harness::Outcome::Skipped) with a reason when the machine
 //! cannot run it. [`suite!`](crate::suite) turns every one of them into a `#[test]`.
 
 mod basic;
@@ -25,8 +25,7 @@ pub use writev::{writev_more_than_iov_max, writev_order_and_offsets};
 
 use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions};
 
-#[allow(unused_imports)] // for the doc links above
-use crate::harness::{Cx, Outcome};
+use crate::harness::Cx;
 
 /// `len` bytes that depend on `seed` and on their position, so a misplaced or stale byte shows.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
