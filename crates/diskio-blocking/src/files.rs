@@ -1,83 +1,19 @@
-//! The table of open files: ids to descriptors.
+//! Open files: the descriptor and what the core's checks need.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 
-use diskio::{BadFileReason, Context, DirectAlignment, Error, FileId, Result};
+use diskio::{DirectAlignment, FileAccess};
 
 /// An open file. Operations hold an `Arc` to it, so closing the file while operations are in
 /// flight keeps the descriptor open until the last of them finishes.
 pub(crate) struct OpenFile {
     pub(crate) file: File,
-    pub(crate) path: Arc<Path>,
-    pub(crate) direct: Option<DirectAlignment>,
-    pub(crate) readable: bool,
-    pub(crate) writable: bool,
-}
-
-/// Ids are never reused: ids below `next` that are missing were closed; others were never issued.
-pub(crate) struct FileTable {
-    open: RwLock<HashMap<u64, Arc<OpenFile>>>,
-    next: AtomicU64,
-}
-
-impl FileTable {
-    pub(crate) fn new() -> Self {
-        Self {
-            open: RwLock::new(HashMap::new()),
-            next: AtomicU64::new(1),
-        }
-    }
-
-    pub(crate) fn insert(&self, file: OpenFile) -> FileId {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.open
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, Arc::new(file));
-        FileId::from_raw(id)
-    }
-
-    pub(crate) fn get(&self, id: FileId, ctx: impl FnOnce() -> Context) -> Result<Arc<OpenFile>> {
-        let open = self.open.read().unwrap_or_else(PoisonError::into_inner);
-        match open.get(&id.into_raw()) {
-            Some(f) => Ok(Arc::clone(f)),
-            None => Err(self.bad(id, ctx())),
-        }
-    }
-
-    pub(crate) fn remove(&self, id: FileId, ctx: impl FnOnce() -> Context) -> Result<()> {
-        let removed = self
-            .open
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id.into_raw());
-        match removed {
-            Some(_) => Ok(()),
-            None => Err(self.bad(id, ctx())),
-        }
-    }
-
-    fn bad(&self, id: FileId, ctx: Context) -> Error {
-        let raw = id.into_raw();
-        let reason = if raw != 0 && raw < self.next.load(Ordering::Relaxed) {
-            BadFileReason::Closed
-        } else {
-            BadFileReason::Unknown
-        };
-        Error::BadFile {
-            ctx: ctx.file(id),
-            reason,
-        }
-    }
+    pub(crate) access: FileAccess,
 }
 
 /// The `O_DIRECT` alignment of an open file: `statx(STATX_DIOALIGN)` where the kernel reports it
 /// (Linux 6.1+ on ext4, xfs, btrfs, ...), else 4096 for both, which every device accepts.
-pub(crate) fn direct_alignment(file: &File) -> DirectAlignment {
+pub fn direct_alignment(file: &File) -> DirectAlignment {
     const FALLBACK: DirectAlignment = DirectAlignment {
         memory: 4096,
         offset: 4096,

@@ -54,13 +54,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diskio::{
-    AlignedBuf, BadFileReason, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error,
-    FileId, Op, OpenOptions, Result, Stats, StatsSnapshot, SyncKind, check_range,
+    Access, AlignedBuf, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error,
+    FileAccess, FileId, FileTable, Op, OpenOptions, Result, Stats, StatsSnapshot, SyncKind,
+    check_range,
 };
 
-use crate::files::{FileTable, OpenFile};
+use crate::files::OpenFile;
 use crate::pool::Pool;
 
+pub use crate::files::direct_alignment;
 pub use crate::write::IOV_MAX;
 
 /// Most worker threads a pool may have.
@@ -175,7 +177,7 @@ pub struct BlockingDisk {
 
 struct Inner {
     pool: Pool,
-    files: FileTable,
+    files: FileTable<OpenFile>,
     stats: Stats,
     alignment: usize,
 }
@@ -186,14 +188,6 @@ impl std::fmt::Debug for BlockingDisk {
             .field("alignment", &self.inner.alignment)
             .finish_non_exhaustive()
     }
-}
-
-/// What an operation needs from its file.
-#[derive(Clone, Copy)]
-enum Access {
-    Read,
-    Write,
-    Any,
 }
 
 impl BlockingDisk {
@@ -242,26 +236,7 @@ impl BlockingDisk {
         parts: impl Iterator<Item = (usize, usize)> + Clone,
     ) -> Result<Arc<OpenFile>> {
         let file = self.inner.files.get(id, || ctx.clone())?;
-        let permitted = match access {
-            Access::Read => file.readable,
-            Access::Write => file.writable,
-            Access::Any => true,
-        };
-        if !permitted {
-            return Err(Error::BadFile {
-                ctx: ctx.clone().path(file.path.clone()),
-                reason: BadFileReason::NotPermitted,
-            });
-        }
-        let total: usize = parts.clone().map(|(_, len)| len).sum();
-        check_range(ctx, offset, total as u64)?;
-        if let Some(align) = file.direct {
-            let mut at = offset;
-            for (addr, len) in parts {
-                align.check(ctx, addr, at, len)?;
-                at += len as u64;
-            }
-        }
+        file.access.check(ctx, access, offset, parts)?;
         Ok(file)
     }
 
@@ -305,13 +280,14 @@ fn open_file(path: &Arc<Path>, options: &OpenOptions, ctx: Context) -> Result<Op
     if meta.is_dir() {
         return Err(Error::from_errno(ctx, libc::EISDIR));
     }
-    let direct = options.is_direct().then(|| files::direct_alignment(&file));
+    let direct = if options.is_direct() {
+        files::direct_alignment(&file)
+    } else {
+        DirectAlignment::NONE
+    };
     Ok(OpenFile {
         file,
-        path: Arc::clone(path),
-        direct,
-        readable: options.is_read(),
-        writable: options.is_write(),
+        access: FileAccess::new(Arc::clone(path), options, direct),
     })
 }
 
@@ -347,7 +323,8 @@ impl DiskIo for BlockingDisk {
         let res = self
             .inner
             .files
-            .remove(file, || Context::new(Op::Close).file(file));
+            .remove(file, || Context::new(Op::Close).file(file))
+            .map(drop);
         timer.finish(&res, |_| 0);
         res
     }
@@ -508,7 +485,7 @@ impl DiskIo for BlockingDisk {
             .inner
             .files
             .get(file, || Context::new(Op::FileLen).file(file))?;
-        Ok(f.direct)
+        Ok(f.access.direct)
     }
 
     fn stats(&self) -> StatsSnapshot {

@@ -21,7 +21,7 @@ pub(crate) fn read_at(
                 return (Ok(n), buf);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return (Err(Error::io(ctx.path(file.path.clone()), e)), buf),
+            Err(e) => return (Err(Error::io(ctx.path(file.access.path.clone()), e)), buf),
         }
     }
 }

@@ -10,7 +10,7 @@ pub(crate) fn fsync(file: &OpenFile, kind: SyncKind, ctx: Context) -> Result<()>
         SyncKind::Data => file.file.sync_data(),
         SyncKind::All => file.file.sync_all(),
     };
-    res.map_err(|e| Error::io(ctx.path(file.path.clone()), e))
+    res.map_err(|e| Error::io(ctx.path(file.access.path.clone()), e))
 }
 
 pub(crate) fn preallocate(file: &OpenFile, offset: u64, len: u64, ctx: Context) -> Result<()> {
@@ -26,7 +26,12 @@ pub(crate) fn preallocate(file: &OpenFile, offset: u64, len: u64, ctx: Context) 
         ) {
             Ok(()) => return Ok(()),
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(errno) => return Err(Error::from_errno(ctx.path(file.path.clone()), errno as i32)),
+            Err(errno) => {
+                return Err(Error::from_errno(
+                    ctx.path(file.access.path.clone()),
+                    errno as i32,
+                ));
+            }
         }
     }
 }
@@ -34,12 +39,12 @@ pub(crate) fn preallocate(file: &OpenFile, offset: u64, len: u64, ctx: Context) 
 pub(crate) fn set_len(file: &OpenFile, len: u64, ctx: Context) -> Result<()> {
     file.file
         .set_len(len)
-        .map_err(|e| Error::io(ctx.path(file.path.clone()), e))
+        .map_err(|e| Error::io(ctx.path(file.access.path.clone()), e))
 }
 
 pub(crate) fn file_len(file: &OpenFile, ctx: Context) -> Result<u64> {
     file.file
         .metadata()
         .map(|m| m.len())
-        .map_err(|e| Error::io(ctx.path(file.path.clone()), e))
+        .map_err(|e| Error::io(ctx.path(file.access.path.clone()), e))
 }

@@ -20,7 +20,7 @@ pub(crate) fn write_at(
         match file.file.write_at(&buf, offset) {
             Ok(n) => return (Ok(n), buf),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return (Err(Error::io(ctx.path(file.path.clone()), e)), buf),
+            Err(e) => return (Err(Error::io(ctx.path(file.access.path.clone()), e)), buf),
         }
     }
 }
@@ -43,7 +43,7 @@ pub(crate) fn writev_at(
                 Ok(n) => break n,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(errno) if written == 0 => {
-                    let err = Error::from_errno(ctx.path(file.path.clone()), errno as i32);
+                    let err = Error::from_errno(ctx.path(file.access.path.clone()), errno as i32);
                     drop(slices);
                     return (Err(err), bufs);
                 }

@@ -56,7 +56,12 @@ pub struct AlignedBuf {
     alignment: usize,
     /// Where the memory goes back to when the buffer is dropped; `None` frees it.
     pool: Option<Arc<PoolShared>>,
+    /// Index of the buffer in its pool's pinned set, or [`NOT_PINNED`].
+    pinned: u32,
 }
+
+/// The `pinned` value of a buffer outside any pinned set.
+pub(crate) const NOT_PINNED: u32 = u32::MAX;
 
 // SAFETY: `AlignedBuf` uniquely owns its allocation (like `Vec<u8>`); nothing else aliases it,
 // so moving it to another thread or sharing `&AlignedBuf` across threads is sound.
@@ -73,6 +78,7 @@ impl AlignedBuf {
             capacity: 0,
             alignment: 1,
             pool: None,
+            pinned: NOT_PINNED,
         }
     }
 
@@ -103,6 +109,7 @@ impl AlignedBuf {
             capacity: layout.size(),
             alignment,
             pool: None,
+            pinned: NOT_PINNED,
         })
     }
 
@@ -239,13 +246,36 @@ impl AlignedBuf {
             capacity: parts.capacity,
             alignment: parts.alignment,
             pool: Some(pool),
+            pinned: parts.pinned,
         }
+    }
+
+    /// The buffer's index in its pool's pinned set, if it belongs to one.
+    pub(crate) fn pinned_index(&self) -> Option<u32> {
+        (self.pinned != NOT_PINNED).then_some(self.pinned)
+    }
+
+    /// The pool the buffer goes back to, if any.
+    pub(crate) fn pool(&self) -> Option<&Arc<PoolShared>> {
+        self.pool.as_ref()
     }
 
     /// Marks the buffer as belonging to `pool`, so that dropping it recycles its memory.
     pub(crate) fn into_pool(mut self, pool: Arc<PoolShared>) -> Self {
         self.pool = Some(pool);
         self
+    }
+
+    /// Takes the memory out of a buffer that belongs to no pool, marking it as entry `index` of
+    /// a pinned set; the caller becomes responsible for freeing it.
+    pub(crate) fn into_pinned_parts(self, index: u32) -> RawParts {
+        let this = std::mem::ManuallyDrop::new(self);
+        RawParts {
+            ptr: this.ptr,
+            capacity: this.capacity,
+            alignment: this.alignment,
+            pinned: index,
+        }
     }
 
     /// Releases the memory to the global allocator.
@@ -267,6 +297,8 @@ pub(crate) struct RawParts {
     pub(crate) ptr: NonNull<u8>,
     pub(crate) capacity: usize,
     pub(crate) alignment: usize,
+    /// Index in a pinned set, or [`NOT_PINNED`].
+    pub(crate) pinned: u32,
 }
 
 // SAFETY: `RawParts` is the sole owner of the allocation it describes (taken out of a dropped
@@ -285,6 +317,7 @@ impl Drop for AlignedBuf {
             ptr: self.ptr,
             capacity: self.capacity,
             alignment: self.alignment,
+            pinned: self.pinned,
         };
         match self.pool.take() {
             Some(pool) => pool.recycle(parts),

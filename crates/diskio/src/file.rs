@@ -165,6 +165,47 @@ impl OpenOptions {
         self.mode
     }
 
+    /// The `open(2)` flags these options stand for (access mode, creation, truncation,
+    /// `O_CLOEXEC`, `O_DIRECT`, `O_DSYNC`), for backends that open files themselves (through
+    /// io_uring's `OPENAT`, say). The same combinations are refused as by
+    /// [`std::fs::OpenOptions`].
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` (as [`std::io::Error`]) for neither read nor write, or for create, create-new or
+    /// truncate without write.
+    #[cfg(target_os = "linux")]
+    pub fn open_flags(&self) -> std::io::Result<i32> {
+        let invalid = || std::io::Error::from_raw_os_error(libc::EINVAL);
+        let mut flags = match (self.read, self.write) {
+            (true, false) => libc::O_RDONLY,
+            (false, true) => libc::O_WRONLY,
+            (true, true) => libc::O_RDWR,
+            (false, false) => return Err(invalid()),
+        };
+        if (self.create || self.create_new || self.truncate) && !self.write {
+            return Err(invalid());
+        }
+        if self.create_new {
+            flags |= libc::O_CREAT | libc::O_EXCL;
+        } else {
+            if self.create {
+                flags |= libc::O_CREAT;
+            }
+            if self.truncate {
+                flags |= libc::O_TRUNC;
+            }
+        }
+        flags |= libc::O_CLOEXEC;
+        if self.direct {
+            flags |= libc::O_DIRECT;
+        }
+        if self.dsync {
+            flags |= libc::O_DSYNC;
+        }
+        Ok(flags)
+    }
+
     /// Converts to [`std::fs::OpenOptions`], including the `O_DIRECT`/`O_DSYNC` flags and mode.
     /// Backends built on file descriptors use it so that every backend opens files alike.
     #[cfg(target_os = "linux")]
@@ -209,6 +250,12 @@ pub struct DirectAlignment {
 }
 
 impl DirectAlignment {
+    /// No requirement (1 for both): what a file that is not `O_DIRECT` needs.
+    pub const NONE: DirectAlignment = DirectAlignment {
+        memory: 1,
+        offset: 1,
+    };
+
     /// Checks a transfer against this alignment: `addr` (the buffer address) against
     /// `memory`, `offset` and `len` against `offset`. Backends call it before submitting, so
     /// every backend reports misalignment alike.

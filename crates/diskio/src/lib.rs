@@ -33,6 +33,7 @@ mod error;
 mod file;
 mod pool;
 mod stats;
+mod table;
 
 pub use buf::{AlignedBuf, BUF_ALIGN_MAX, BUF_BYTES_MAX};
 pub use disk::DiskIo;
@@ -41,3 +42,4 @@ pub use error::{BadFileReason, BufResult, Context, Error, Misalignment, Op, Resu
 pub use file::{Capabilities, DirectAlignment, FileId, OpenOptions, SyncKind};
 pub use pool::BufPool;
 pub use stats::{COUNTED_OPS, OpStats, OpTimer, Stats, StatsSnapshot};
+pub use table::{Access, FileAccess, FileTable};

@@ -17,6 +17,12 @@ use crate::error::Result;
 /// Buffers handed out have length 0; their memory may hold bytes from an earlier use (never
 /// visible through `Deref`, since `resize` zeroes what it adds).
 ///
+/// A **pinned** pool ([`BufPool::pinned`]) is a fixed set of buffers allocated up front, whose
+/// memory is never freed while the pool or any of its buffers lives. That is what a backend
+/// needs to register the memory with the kernel once (io_uring fixed buffers): it asks
+/// [`pinned_regions`](Self::pinned_regions) for the addresses and
+/// [`pinned_index`](Self::pinned_index) for a buffer's place among them.
+///
 /// ```
 /// use diskio::BufPool;
 ///
@@ -39,6 +45,8 @@ pub(crate) struct PoolShared {
     alignment: usize,
     idle_max: usize,
     idle: Mutex<Vec<RawParts>>,
+    /// For a pinned pool, `(address, capacity)` of every buffer of the set, by index.
+    pinned: Option<Box<[(usize, usize)]>>,
 }
 
 impl BufPool {
@@ -57,8 +65,74 @@ impl BufPool {
                 alignment,
                 idle_max,
                 idle: Mutex::new(Vec::with_capacity(idle_max.min(1024))),
+                pinned: None,
             }),
         })
+    }
+
+    /// A pinned pool: `count` buffers of capacity `buf_bytes` (rounded up to `alignment`),
+    /// allocated and zeroed now. Their memory stays allocated, at the same addresses, for as
+    /// long as the pool or any buffer from it lives: dropped buffers always come back, and
+    /// nothing is freed until the last of them and of the pool's handles is gone.
+    ///
+    /// [`get`](Self::get) on an exhausted pinned pool allocates an ordinary buffer outside the
+    /// set (`is_pooled() == false`, [`pinned_index`](Self::pinned_index) `None`): it never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Alloc`](crate::Error::Alloc) if the size class is impossible or memory runs
+    /// out, [`Error::InvalidInput`](crate::Error::InvalidInput) if `count` does not fit in a
+    /// `u32`.
+    pub fn pinned(buf_bytes: usize, alignment: usize, count: usize) -> Result<Self> {
+        let count_u32 = u32::try_from(count)
+            .ok()
+            .filter(|&c| c != crate::buf::NOT_PINNED)
+            .ok_or_else(|| crate::Error::InvalidInput {
+                ctx: crate::Context::new(crate::Op::Buffer),
+                reason: format!("a pinned pool holds fewer than 2^32 - 1 buffers, not {count}"),
+            })?;
+        let rounded = crate::buf::layout_for(buf_bytes, alignment)?.size();
+        let mut idle = Vec::with_capacity(count);
+        let mut regions = Vec::with_capacity(count);
+        for index in 0..count_u32 {
+            let parts = AlignedBuf::with_capacity(rounded, alignment)?.into_pinned_parts(index);
+            regions.push((parts.ptr.as_ptr() as usize, parts.capacity));
+            idle.push(parts);
+        }
+        // Hand out low indexes first.
+        idle.reverse();
+        Ok(Self {
+            shared: Arc::new(PoolShared {
+                buf_bytes: rounded,
+                alignment,
+                idle_max: count,
+                idle: Mutex::new(idle),
+                pinned: Some(regions.into_boxed_slice()),
+            }),
+        })
+    }
+
+    /// `true` for a pool made by [`pinned`](Self::pinned).
+    pub fn is_pinned(&self) -> bool {
+        self.shared.pinned.is_some()
+    }
+
+    /// The `(address, capacity)` of every buffer of a pinned pool, in index order (empty for an
+    /// ordinary pool). The memory stays valid for as long as this pool handle (or a clone)
+    /// lives.
+    pub fn pinned_regions(&self) -> Vec<(*mut u8, usize)> {
+        self.shared
+            .pinned
+            .iter()
+            .flat_map(|r| r.iter())
+            .map(|&(addr, cap)| (addr as *mut u8, cap))
+            .collect()
+    }
+
+    /// The index of `buf` in this pool's pinned set, or `None` if it is not one of its buffers.
+    pub fn pinned_index(&self, buf: &AlignedBuf) -> Option<u32> {
+        let ours = buf.pool().is_some_and(|p| Arc::ptr_eq(p, &self.shared));
+        if ours { buf.pinned_index() } else { None }
     }
 
     /// An empty buffer of this pool's size class: an idle one, or a newly allocated one.
@@ -71,6 +145,10 @@ impl BufPool {
             return Ok(AlignedBuf::from_pool_parts(parts, Arc::clone(&self.shared)));
         }
         let fresh = AlignedBuf::with_capacity(self.shared.buf_bytes, self.shared.alignment)?;
+        if self.is_pinned() {
+            // The set is fixed: this buffer stays outside it.
+            return Ok(fresh);
+        }
         Ok(fresh.into_pool(Arc::clone(&self.shared)))
     }
 
@@ -206,6 +284,37 @@ mod tests {
         let pool = BufPool::new(4096, 4096, 3).unwrap();
         pool.prewarm(10).unwrap();
         assert_eq!(pool.idle(), 3);
+    }
+
+    #[test]
+    fn pinned_pool_keeps_its_set_and_indexes_it() {
+        let pool = BufPool::pinned(4096, 4096, 2).unwrap();
+        let regions = pool.pinned_regions();
+        assert_eq!(regions.len(), 2);
+        let a = pool.get().unwrap();
+        let b = pool.get().unwrap();
+        let extra = pool.get().unwrap();
+        assert_eq!(pool.pinned_index(&a), Some(0));
+        assert_eq!(pool.pinned_index(&b), Some(1));
+        assert_eq!(a.as_ptr() as usize, regions[0].0 as usize);
+        assert_eq!(pool.pinned_index(&extra), None);
+        assert!(!extra.is_pooled());
+        let other = BufPool::pinned(4096, 4096, 1).unwrap();
+        assert_eq!(other.pinned_index(&a), None);
+        drop((a, b, extra));
+        assert_eq!(pool.idle(), 2);
+        let again = pool.get().unwrap();
+        let index = pool.pinned_index(&again).unwrap() as usize;
+        assert_eq!(again.as_ptr() as usize, regions[index].0 as usize);
+    }
+
+    #[test]
+    fn pinned_memory_outlives_the_pool_handle() {
+        let pool = BufPool::pinned(4096, 4096, 1).unwrap();
+        let mut buf = pool.get_zeroed(10).unwrap();
+        drop(pool);
+        buf.copy_from_slice(b"0123456789");
+        assert_eq!(&buf[..], b"0123456789");
     }
 
     #[test]

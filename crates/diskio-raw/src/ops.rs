@@ -1,0 +1,553 @@
+//! The trait's operations as ring submissions.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use diskio::{
+    Access, AlignedBuf, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error,
+    FileAccess, FileId, Op, OpenOptions, Result, StatsSnapshot, SyncKind, check_range,
+};
+use io_uring::{opcode, squeue, types};
+
+use crate::files::OpenFile;
+use crate::ring::{Done, IoVecs, Keep};
+use crate::{IOV_MAX, RawDisk};
+
+/// Most bytes one read or write moves (the kernel's `MAX_RW_COUNT`); larger requests are short.
+const RW_MAX: usize = 0x7fff_f000;
+
+/// Builds an SQE on the file's registered slot when it has one, else on its descriptor.
+macro_rules! on_file {
+    ($file:expr, |$t:ident| $build:expr) => {
+        match $file.slot {
+            Some(slot) => {
+                let $t = types::Fixed(slot);
+                $build
+            }
+            None => {
+                let $t = types::Fd($file.raw_fd());
+                $build
+            }
+        }
+    };
+}
+
+fn os_error(ctx: Context, file: &OpenFile, res: i32) -> Error {
+    Error::from_errno(ctx.path(file.access.path.clone()), -res)
+}
+
+impl Keep {
+    fn into_buf(self) -> AlignedBuf {
+        match self {
+            Keep::Buf(buf, _) => buf,
+            _ => AlignedBuf::empty(),
+        }
+    }
+
+    fn into_bufs(self) -> Vec<AlignedBuf> {
+        match self {
+            Keep::Bufs { bufs, .. } => bufs,
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl RawDisk {
+    fn prepare(
+        &self,
+        id: FileId,
+        ctx: &Context,
+        access: Access,
+        offset: u64,
+        parts: impl Iterator<Item = (usize, usize)> + Clone,
+    ) -> Result<Arc<OpenFile>> {
+        let file = self.inner.files.get(id, || ctx.clone())?;
+        file.access.check(ctx, access, offset, parts)?;
+        Ok(file)
+    }
+
+    fn fixed_index(&self, buf: &AlignedBuf) -> Option<u16> {
+        let pool = self.inner.fixed.as_ref()?;
+        pool.pinned_index(buf).and_then(|i| u16::try_from(i).ok())
+    }
+
+    /// Runs an operation that keeps only its file; returns the result of its one SQE.
+    async fn run_plain(
+        &self,
+        ctx: &Context,
+        file: Arc<OpenFile>,
+        sqe: squeue::Entry,
+    ) -> Result<i32> {
+        let mut sqes = [sqe];
+        // SAFETY: the entry references no memory, and its fixed-file slot (if any) belongs to
+        // `file`, which the operation keeps until it completes.
+        let out = unsafe { self.inner.ring.run(&mut sqes, Keep::File(file)) }.await;
+        match out {
+            Ok(Done { results, keep }) => {
+                let res = results[0];
+                if res < 0 {
+                    if let Keep::File(file) = &keep {
+                        return Err(os_error(ctx.clone(), file, res));
+                    }
+                    return Err(Error::from_errno(ctx.clone(), -res));
+                }
+                Ok(res)
+            }
+            Err((e, _)) => Err(shutdown_or_io(ctx.clone(), e)),
+        }
+    }
+
+    /// The vectored write, linked to a sync when `sync` is given. Returns the bytes written, and
+    /// for a chain the sync's result.
+    async fn writev_chain(
+        &self,
+        file: Arc<OpenFile>,
+        bufs: Vec<AlignedBuf>,
+        offset: u64,
+        sync: Option<SyncKind>,
+    ) -> (
+        std::result::Result<(i32, i32), std::io::Error>,
+        Vec<AlignedBuf>,
+    ) {
+        let iovecs = IoVecs(
+            bufs.iter()
+                .take(IOV_MAX)
+                .map(|b| libc::iovec {
+                    iov_base: b.as_ptr().cast_mut().cast(),
+                    iov_len: b.len(),
+                })
+                .collect(),
+        );
+        let count = iovecs.0.len() as u32;
+        let write = on_file!(file, |t| opcode::Writev::new(t, iovecs.0.as_ptr(), count)
+            .offset(offset)
+            .build());
+        let mut chain = Vec::with_capacity(2);
+        match sync {
+            Some(kind) => {
+                chain.push(write.flags(squeue::Flags::IO_LINK));
+                chain.push(fsync_sqe(&file, kind));
+            }
+            None => chain.push(write),
+        }
+        let keep = Keep::Bufs {
+            bufs,
+            _iovecs: iovecs,
+            _file: file,
+        };
+        // SAFETY: the iovecs point into `bufs` and are themselves kept (heap memory that does not
+        // move when the vectors move into the slot); the file slot belongs to the kept file.
+        let out = unsafe { self.inner.ring.run(&mut chain, keep) }.await;
+        match out {
+            Ok(Done { results, keep }) => (Ok((results[0], results[1])), keep.into_bufs()),
+            Err((e, keep)) => (Err(e), keep.into_bufs()),
+        }
+    }
+}
+
+fn fsync_sqe(file: &OpenFile, kind: SyncKind) -> squeue::Entry {
+    let flags = match kind {
+        SyncKind::Data => types::FsyncFlags::DATASYNC,
+        SyncKind::All => types::FsyncFlags::empty(),
+    };
+    on_file!(file, |t| opcode::Fsync::new(t).flags(flags).build())
+}
+
+fn shutdown_or_io(ctx: Context, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Error::Shutdown { ctx }
+    } else {
+        Error::io(ctx, e)
+    }
+}
+
+impl DiskIo for RawDisk {
+    fn name(&self) -> &'static str {
+        "raw"
+    }
+
+    fn alignment(&self) -> usize {
+        self.inner.alignment
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.linked_write_sync = true;
+        caps.fixed_buffers = self.inner.fixed.is_some();
+        caps.registered_files = self.inner.setup.registered_files > 0;
+        caps.direct_io = true;
+        caps
+    }
+
+    fn alloc(&self, len: usize) -> Result<AlignedBuf> {
+        self.alloc_buf(len)
+    }
+
+    async fn open(&self, path: &Path, options: &OpenOptions) -> Result<FileId> {
+        let path: Arc<Path> = Arc::from(path);
+        let ctx = Context::new(Op::Open).path(Arc::clone(&path));
+        let timer = self.inner.stats.start(Op::Open);
+        let res = self.open_inner(&path, options, &ctx).await;
+        timer.finish(&res, |_| 0);
+        Ok(self.inner.files.insert(res?))
+    }
+
+    async fn close(&self, file: FileId) -> Result<()> {
+        let timer = self.inner.stats.start(Op::Close);
+        let res = self
+            .inner
+            .files
+            .remove(file, || Context::new(Op::Close).file(file))
+            .map(drop);
+        timer.finish(&res, |_| 0);
+        res
+    }
+
+    async fn read_at(&self, file: FileId, mut buf: AlignedBuf, offset: u64) -> BufResult<usize> {
+        let ctx = Context::new(Op::Read)
+            .file(file)
+            .offset(offset)
+            .len(buf.len() as u64);
+        let timer = self.inner.stats.start(Op::Read);
+        let part = (buf.as_ptr() as usize, buf.len());
+        let f = match self.prepare(file, &ctx, Access::Read, offset, std::iter::once(part)) {
+            Ok(f) => f,
+            Err(e) => {
+                timer.err();
+                return (Err(e), buf);
+            }
+        };
+        let len = buf.len().min(RW_MAX) as u32;
+        let ptr = buf.as_mut_ptr();
+        let sqe = match self.fixed_index(&buf) {
+            Some(index) => on_file!(f, |t| opcode::ReadFixed::new(t, ptr, len, index)
+                .offset(offset)
+                .build()),
+            None => on_file!(f, |t| opcode::Read::new(t, ptr, len).offset(offset).build()),
+        };
+        let mut sqes = [sqe];
+        // SAFETY: the SQE points at `len <= buf.len()` bytes of `buf`, which the slot keeps
+        // until the completion; a fixed index is one of the registered pinned buffers and
+        // `buf` lies within it; the file slot belongs to the kept file.
+        let out = unsafe { self.inner.ring.run(&mut sqes, Keep::Buf(buf, f)) }.await;
+        let (res, buf) = match out {
+            Ok(Done { results, keep }) => {
+                let Keep::Buf(mut buf, f) = keep else {
+                    return (Err(Error::Shutdown { ctx }), AlignedBuf::empty());
+                };
+                let res = results[0];
+                if res < 0 {
+                    (Err(os_error(ctx, &f, res)), buf)
+                } else {
+                    buf.truncate(res as usize);
+                    (Ok(res as usize), buf)
+                }
+            }
+            Err((e, keep)) => (Err(shutdown_or_io(ctx, e)), keep.into_buf()),
+        };
+        timer.finish(&res, |&n| n as u64);
+        (res, buf)
+    }
+
+    async fn write_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
+        let ctx = Context::new(Op::Write)
+            .file(file)
+            .offset(offset)
+            .len(buf.len() as u64);
+        let timer = self.inner.stats.start(Op::Write);
+        let part = (buf.as_ptr() as usize, buf.len());
+        let f = match self.prepare(file, &ctx, Access::Write, offset, std::iter::once(part)) {
+            Ok(f) => f,
+            Err(e) => {
+                timer.err();
+                return (Err(e), buf);
+            }
+        };
+        let len = buf.len().min(RW_MAX) as u32;
+        let ptr = buf.as_ptr();
+        let sqe = match self.fixed_index(&buf) {
+            Some(index) => on_file!(f, |t| opcode::WriteFixed::new(t, ptr, len, index)
+                .offset(offset)
+                .build()),
+            None => on_file!(f, |t| opcode::Write::new(t, ptr, len)
+                .offset(offset)
+                .build()),
+        };
+        let mut sqes = [sqe];
+        // SAFETY: as in `read_at`; the kernel only reads the buffer.
+        let out = unsafe { self.inner.ring.run(&mut sqes, Keep::Buf(buf, f)) }.await;
+        let (res, buf) = match out {
+            Ok(Done { results, keep }) => {
+                let Keep::Buf(buf, f) = keep else {
+                    return (Err(Error::Shutdown { ctx }), AlignedBuf::empty());
+                };
+                let res = results[0];
+                if res < 0 {
+                    (Err(os_error(ctx, &f, res)), buf)
+                } else {
+                    (Ok(res as usize), buf)
+                }
+            }
+            Err((e, keep)) => (Err(shutdown_or_io(ctx, e)), keep.into_buf()),
+        };
+        timer.finish(&res, |&n| n as u64);
+        (res, buf)
+    }
+
+    async fn writev_at(
+        &self,
+        file: FileId,
+        bufs: Vec<AlignedBuf>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<AlignedBuf>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let ctx = Context::new(Op::Writev)
+            .file(file)
+            .offset(offset)
+            .len(total as u64);
+        let timer = self.inner.stats.start(Op::Writev);
+        let parts = bufs.iter().map(|b| (b.as_ptr() as usize, b.len()));
+        let f = match self.prepare(file, &ctx, Access::Write, offset, parts) {
+            Ok(f) => f,
+            Err(e) => {
+                timer.err();
+                return (Err(e), bufs);
+            }
+        };
+        if bufs.is_empty() {
+            timer.finish(&Ok::<usize, Error>(0), |_| 0);
+            return (Ok(0), bufs);
+        }
+        let path = f.access.path.clone();
+        let (out, bufs) = self.writev_chain(f, bufs, offset, None).await;
+        let res = match out {
+            Ok((n, _)) if n >= 0 => Ok(n as usize),
+            Ok((n, _)) => Err(Error::from_errno(ctx.path(path), -n)),
+            Err(e) => Err(shutdown_or_io(ctx, e)),
+        };
+        timer.finish(&res, |&n| n as u64);
+        (res, bufs)
+    }
+
+    async fn fsync(&self, file: FileId, kind: SyncKind) -> Result<()> {
+        let ctx = Context::new(Op::Sync).file(file);
+        let timer = self.inner.stats.start(Op::Sync);
+        let res = match self.prepare(file, &ctx, Access::Any, 0, std::iter::empty()) {
+            Ok(f) => {
+                let sqe = fsync_sqe(&f, kind);
+                self.run_plain(&ctx, f, sqe).await.map(drop)
+            }
+            Err(e) => Err(e),
+        };
+        timer.finish(&res, |_| 0);
+        res
+    }
+
+    async fn preallocate(&self, file: FileId, offset: u64, len: u64) -> Result<()> {
+        let ctx = Context::new(Op::Preallocate)
+            .file(file)
+            .offset(offset)
+            .len(len);
+        let timer = self.inner.stats.start(Op::Preallocate);
+        let checked = self
+            .prepare(file, &ctx, Access::Write, offset, std::iter::empty())
+            .and_then(|f| check_range(&ctx, offset, len).map(|()| f));
+        let res = match checked {
+            // fallocate(2) refuses a zero length; the contract makes it a no-op.
+            Ok(_) if len == 0 => Ok(()),
+            Ok(f) => {
+                let sqe = on_file!(f, |t| opcode::Fallocate::new(t, len).offset(offset).build());
+                self.run_plain(&ctx, f, sqe).await.map(drop)
+            }
+            Err(e) => Err(e),
+        };
+        timer.finish(&res, |_| 0);
+        res
+    }
+
+    async fn set_len(&self, file: FileId, len: u64) -> Result<()> {
+        let ctx = Context::new(Op::SetLen).file(file).len(len);
+        let timer = self.inner.stats.start(Op::SetLen);
+        let res = match self.prepare(file, &ctx, Access::Write, len, std::iter::empty()) {
+            Ok(f) if self.inner.setup.ftruncate_op => {
+                let sqe = on_file!(f, |t| opcode::Ftruncate::new(t, len).build());
+                self.run_plain(&ctx, f, sqe).await.map(drop)
+            }
+            // No FTRUNCATE opcode (Linux < 6.9): the system call, on this thread.
+            Ok(f) => f
+                .file
+                .set_len(len)
+                .map_err(|e| Error::io(ctx.clone().path(f.access.path.clone()), e)),
+            Err(e) => Err(e),
+        };
+        timer.finish(&res, |_| 0);
+        res
+    }
+
+    async fn file_len(&self, file: FileId) -> Result<u64> {
+        let ctx = Context::new(Op::FileLen).file(file);
+        let timer = self.inner.stats.start(Op::FileLen);
+        let res = self.inner.files.get(file, || ctx.clone()).and_then(|f| {
+            // `fstat` never waits for the device: no submission needed.
+            f.file
+                .metadata()
+                .map(|m| m.len())
+                .map_err(|e| Error::io(ctx.clone().path(f.access.path.clone()), e))
+        });
+        timer.finish(&res, |_| 0);
+        res
+    }
+
+    fn direct_alignment(&self, file: FileId) -> Result<Option<DirectAlignment>> {
+        let f = self
+            .inner
+            .files
+            .get(file, || Context::new(Op::FileLen).file(file))?;
+        Ok(f.access.direct)
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    async fn write_sync_at(
+        &self,
+        file: FileId,
+        bufs: Vec<AlignedBuf>,
+        offset: u64,
+        kind: SyncKind,
+    ) -> BufResult<usize, Vec<AlignedBuf>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let ctx = Context::new(Op::Writev)
+            .file(file)
+            .offset(offset)
+            .len(total as u64);
+        let parts = bufs.iter().map(|b| (b.as_ptr() as usize, b.len()));
+        let f = match self.prepare(file, &ctx, Access::Write, offset, parts) {
+            Ok(f) => f,
+            Err(e) => {
+                self.inner.stats.start(Op::Writev).err();
+                return (Err(e), bufs);
+            }
+        };
+        if bufs.len() > IOV_MAX || total > RW_MAX {
+            // More than one WRITEV would be needed: the write, then the sync.
+            return self.write_then_sync(file, bufs, offset, kind).await;
+        }
+        let path = f.access.path.clone();
+        let timer = self.inner.stats.start(Op::Writev);
+        let sync_timer = self.inner.stats.start(Op::Sync);
+        let (out, bufs) = self.writev_chain(f, bufs, offset, Some(kind)).await;
+        let (written, synced) = match out {
+            Ok(pair) => pair,
+            Err(e) => {
+                timer.err();
+                sync_timer.err();
+                return (Err(shutdown_or_io(ctx, e)), bufs);
+            }
+        };
+        if written < 0 {
+            // The write failed; the kernel cancelled the sync. Report the write's error.
+            timer.err();
+            sync_timer.err();
+            return (Err(Error::from_errno(ctx.path(path), -written)), bufs);
+        }
+        timer.finish(&Ok::<(), Error>(()), |_| written as u64);
+        if written as usize != total {
+            // A short write broke the link, so nothing was synced: finish the write and sync
+            // now (rewriting the prefix is harmless: the same bytes at the same place).
+            sync_timer.err();
+            return self.write_then_sync(file, bufs, offset, kind).await;
+        }
+        if synced == -libc::ECANCELED {
+            // Not expected after a full write; never report it bare: sync on its own.
+            sync_timer.err();
+            return match self.fsync(file, kind).await {
+                Ok(()) => (Ok(total), bufs),
+                Err(e) => (Err(e), bufs),
+            };
+        }
+        if synced < 0 {
+            let sync_ctx = Context::new(Op::Sync).file(file).path(path);
+            sync_timer.err();
+            return (Err(Error::from_errno(sync_ctx, -synced)), bufs);
+        }
+        sync_timer.finish(&Ok::<(), Error>(()), |_| 0);
+        (Ok(total), bufs)
+    }
+}
+
+impl RawDisk {
+    async fn open_inner(
+        &self,
+        path: &Arc<Path>,
+        options: &OpenOptions,
+        ctx: &Context,
+    ) -> Result<OpenFile> {
+        let flags = options
+            .open_flags()
+            .map_err(|e| Error::io(ctx.clone(), e))?;
+        let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::InvalidInput {
+            ctx: ctx.clone(),
+            reason: "the path contains a NUL byte".to_owned(),
+        })?;
+        let sqe = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), cpath.as_ptr())
+            .flags(flags)
+            .mode(options.mode_bits())
+            .build();
+        let mut sqes = [sqe];
+        // SAFETY: the SQE points at the path's bytes, which the slot keeps (`Keep::Path`) until
+        // the completion; a descriptor opened after its caller left is closed by the slot.
+        let out = unsafe { self.inner.ring.run(&mut sqes, Keep::Path { _path: cpath }) }.await;
+        let fd = match out {
+            Ok(Done { results, .. }) if results[0] >= 0 => results[0],
+            Ok(Done { results, .. }) => return Err(Error::from_errno(ctx.clone(), -results[0])),
+            Err((e, _)) => return Err(shutdown_or_io(ctx.clone(), e)),
+        };
+        // SAFETY: the kernel just opened `fd` for this call; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|e| Error::io(ctx.clone(), e))?;
+        if meta.is_dir() {
+            return Err(Error::from_errno(ctx.clone(), libc::EISDIR));
+        }
+        let direct = if options.is_direct() {
+            diskio_blocking::direct_alignment(&file)
+        } else {
+            DirectAlignment::NONE
+        };
+        let slot = self
+            .inner
+            .slots
+            .register(std::os::fd::AsRawFd::as_raw_fd(&file));
+        Ok(OpenFile {
+            file,
+            slot,
+            access: FileAccess::new(Arc::clone(path), options, direct),
+            registry: Arc::clone(&self.inner.slots),
+        })
+    }
+
+    /// The write, then the sync, as two submissions (the provided method's way).
+    async fn write_then_sync(
+        &self,
+        file: FileId,
+        bufs: Vec<AlignedBuf>,
+        offset: u64,
+        kind: SyncKind,
+    ) -> BufResult<usize, Vec<AlignedBuf>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let (res, bufs) = self.writev_all_at(file, bufs, offset).await;
+        if let Err(e) = res {
+            return (Err(e), bufs);
+        }
+        match self.fsync(file, kind).await {
+            Ok(()) => (Ok(total), bufs),
+            Err(e) => (Err(e), bufs),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The conformance suite on the io_uring backend: with its defaults, through the object-safe
+//! form, and squeezed (a tiny ring, few operations in flight, no registered files or buffers).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step panics
+
+mod static_form {
+    conformance::suite!(diskio_raw::RawDisk::with_defaults());
+}
+
+mod dyn_form {
+    use std::sync::Arc;
+
+    use diskio::DynDiskIo;
+
+    fn make() -> diskio::Result<Arc<dyn DynDiskIo>> {
+        let disk = diskio_raw::RawDisk::with_defaults()?;
+        Ok(Arc::new(disk))
+    }
+
+    conformance::suite!(make());
+}
+
+mod squeezed {
+    // Four ring entries, two operations in flight, nothing registered: the submission queue
+    // fills, callers wait for permits, and every operation uses plain descriptors and opcodes.
+    conformance::suite!(diskio_raw::RawDisk::new(
+        diskio_raw::RawOptions::new()
+            .entries(4)
+            .in_flight_max(2)
+            .fixed_buffers(0)
+            .registered_files(0)
+    ));
+}
