@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use diskio::{AlignedBuf, DiskIo, OpenOptions, SyncKind};
 use diskio_blocking::{BlockingDisk, BlockingOptions};
+use diskio_raw::{RawDisk, RawOptions};
 
 use crate::{Offsets, Pattern, Sample, Workload};
 
@@ -21,6 +22,8 @@ pub enum Engine {
     TokioFs,
     /// `depth` Tokio tasks on the `diskio-blocking` backend.
     Blocking,
+    /// `depth` Tokio tasks on the `diskio-raw` (io_uring) backend.
+    Raw,
 }
 
 impl Engine {
@@ -30,6 +33,7 @@ impl Engine {
             Engine::Threads => "pread/pwrite threads",
             Engine::TokioFs => "tokio::fs",
             Engine::Blocking => "diskio-blocking",
+            Engine::Raw => "diskio-raw",
         }
     }
 }
@@ -45,7 +49,15 @@ pub fn run(engine: Engine, w: &Workload, path: &Path) -> Result<Sample, String> 
     match engine {
         Engine::Threads => threads(w, path, warmup),
         Engine::TokioFs => tokio_fs(w, path, warmup),
-        Engine::Blocking => blocking(w, path, warmup),
+        Engine::Blocking => {
+            let disk = BlockingDisk::new(BlockingOptions::new().threads(w.depth.max(1)))
+                .map_err(|e| e.to_string())?;
+            through_trait(disk, w, path, warmup)
+        }
+        Engine::Raw => {
+            let disk = RawDisk::new(RawOptions::new()).map_err(|e| e.to_string())?;
+            through_trait(disk, w, path, warmup)
+        }
     }
 }
 
@@ -201,12 +213,16 @@ fn tokio_fs(w: &Workload, path: &Path, warmup: Duration) -> Result<Sample, Strin
     })
 }
 
-fn blocking(w: &Workload, path: &Path, warmup: Duration) -> Result<Sample, String> {
+/// `depth` tasks driving a diskio backend, with buffers from the backend's `alloc` (so a
+/// backend with registered memory uses it).
+fn through_trait<D: DiskIo>(
+    disk: D,
+    w: &Workload,
+    path: &Path,
+    warmup: Duration,
+) -> Result<Sample, String> {
     let rt = runtime()?;
-    let disk = Arc::new(
-        BlockingDisk::new(BlockingOptions::new().threads(w.depth.max(1)))
-            .map_err(|e| e.to_string())?,
-    );
+    let disk = Arc::new(disk);
     let w = *w;
     let next = Arc::new(AtomicU64::new(0));
     rt.block_on(async move {
@@ -223,7 +239,11 @@ fn blocking(w: &Workload, path: &Path, warmup: Duration) -> Result<Sample, Strin
             let disk = Arc::clone(&disk);
             let next = Arc::clone(&next);
             tasks.spawn(async move {
-                let mut buf = Some(filled_buf(w.block)?);
+                let mut b = disk.alloc(w.block).map_err(|e| e.to_string())?;
+                for (i, byte) in b.iter_mut().enumerate() {
+                    *byte = (i % 251) as u8 + 1;
+                }
+                let mut buf = Some(b);
                 let mut offsets = Offsets::new(t as u64 + 1, w.file_bytes, w.block);
                 let mut sample = Sample::empty();
                 tokio::time::sleep_until(start.into()).await;

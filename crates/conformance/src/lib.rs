@@ -81,7 +81,22 @@ macro_rules! suite {
             direct_misaligned_offset,
             direct_misaligned_length,
             direct_misaligned_buffer,
+            many_more_in_flight_than_ring,
+            ten_thousand_ops_half_dropped,
+            linked_write_fails,
         );
+
+        #[test]
+        fn shutdown_with_ops_in_flight() {
+            $crate::harness::run(
+                "shutdown_with_ops_in_flight",
+                $crate::harness::Flavor::MultiThread,
+                || $make,
+                |cx| async move {
+                    $crate::scenarios::shutdown_with_ops_in_flight(&cx, || $make).await
+                },
+            );
+        }
 
         #[test]
         fn model_random_ops() {

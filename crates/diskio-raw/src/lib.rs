@@ -97,7 +97,7 @@ use diskio::{AlignedBuf, BufPool, Context, Error, FileTable, Op, Result, Stats};
 
 use crate::files::{FileSlots, OpenFile};
 use crate::ring::Ring;
-pub use crate::setup::{RawOptions, Setup};
+pub use crate::setup::{DISABLE_ENV, RawOptions, Setup, explain_setup_error};
 
 /// Most buffers one `writev_at` submits (the kernel's `UIO_MAXIOV`); more make a short write,
 /// which `writev_all_at` completes.
@@ -161,7 +161,11 @@ impl RawDisk {
     /// when io_uring cannot be used here; [`Error::Io`] if the thread cannot be spawned.
     pub fn new(options: RawOptions) -> Result<Self> {
         let built = setup::build(&options)?;
-        let ring = Arc::new(Ring::new(built.uring, options.in_flight_max_value()));
+        let ring = Arc::new(Ring::new(
+            built.uring,
+            options.in_flight_max_value(),
+            options.spin_value(),
+        ));
         let (fixed, setup) = setup::register(&ring, &options, built.setup);
         let slots = Arc::new(FileSlots::new(Arc::clone(&ring), setup.registered_files));
         let reaper_ring = Arc::clone(&ring);
@@ -231,5 +235,46 @@ impl Drop for Inner {
         }
         // Every operation has completed: files and buffers can go, then the ring.
         drop(self.files.clear());
+    }
+}
+
+/// A backend chosen at run time: what [`auto`] picked, and why.
+pub struct AutoDisk {
+    /// The backend, through the object-safe form.
+    pub disk: Arc<dyn diskio::DynDiskIo>,
+    /// Why io_uring was not used (`None` when `disk` is the raw backend).
+    pub fallback_reason: Option<String>,
+}
+
+impl std::fmt::Debug for AutoDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AutoDisk")
+            .field("backend", &self.disk.name())
+            .field("fallback_reason", &self.fallback_reason)
+            .finish()
+    }
+}
+
+/// The raw backend if io_uring works here, else the blocking backend, with the reason logged
+/// (`tracing` warning) and returned. Only [`Error::Unsupported`] falls back: bad options are
+/// still an error.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for bad options; errors of the blocking backend's construction.
+pub fn auto(raw: RawOptions, blocking: diskio_blocking::BlockingOptions) -> Result<AutoDisk> {
+    match RawDisk::new(raw) {
+        Ok(disk) => Ok(AutoDisk {
+            disk: Arc::new(disk),
+            fallback_reason: None,
+        }),
+        Err(Error::Unsupported { reason }) => {
+            tracing::warn!("diskio: io_uring unavailable, using the blocking backend: {reason}");
+            Ok(AutoDisk {
+                disk: Arc::new(diskio_blocking::BlockingDisk::new(blocking)?),
+                fallback_reason: Some(reason),
+            })
+        }
+        Err(e) => Err(e),
     }
 }

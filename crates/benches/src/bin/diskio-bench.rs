@@ -155,7 +155,12 @@ fn run(args: &Args) -> Result<(), String> {
     if chosen.is_empty() {
         return Err("--only matched no workload".into());
     }
-    let engines = [Engine::Threads, Engine::Blocking, Engine::TokioFs];
+    let engines = [
+        Engine::Threads,
+        Engine::Raw,
+        Engine::Blocking,
+        Engine::TokioFs,
+    ];
     println!("diskio-bench: scratch files in {}", args.dir.display());
     let mut files = std::collections::HashMap::new();
     for (w, kind) in &chosen {

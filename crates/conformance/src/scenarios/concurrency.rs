@@ -56,7 +56,7 @@ pub async fn concurrent_ops_one_file<D: DiskIo>(cx: &Cx<D>) -> Outcome {
 }
 
 /// Polls `fut` up to `polls` times (yielding in between), then drops it if it has not finished.
-async fn poll_then_drop<F: Future>(fut: F, polls: usize) -> Option<F::Output> {
+pub(crate) async fn poll_then_drop<F: Future>(fut: F, polls: usize) -> Option<F::Output> {
     let mut fut = pin!(fut);
     for _ in 0..polls {
         let step = std::future::poll_fn(|task| Poll::Ready(fut.as_mut().poll(task))).await;

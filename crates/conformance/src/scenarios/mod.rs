@@ -9,6 +9,7 @@ mod concurrency;
 mod direct;
 mod errors;
 mod metadata;
+mod stress;
 mod writev;
 
 pub use basic::{read_at_and_past_eof, round_trip_sizes, short_read_at_tail, stats_are_counted};
@@ -21,6 +22,10 @@ pub use errors::{
     unknown_and_closed_file_id,
 };
 pub use metadata::{preallocate_then_len, set_len_down_and_up, sync_kinds};
+pub use stress::{
+    linked_write_fails, many_more_in_flight_than_ring, shutdown_with_ops_in_flight,
+    ten_thousand_ops_half_dropped,
+};
 pub use writev::{writev_more_than_iov_max, writev_order_and_offsets};
 
 use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions};
