@@ -1,6 +1,6 @@
 //! # diskio-raw
 //!
-//! The fast [`DiskIo`] backend: diskio's own io_uring ring, driven through the `io-uring` crate,
+//! The fast [`DiskIo`](diskio::DiskIo) backend: diskio's own io_uring ring, driven through the `io-uring` crate,
 //! with **registered files**, **fixed buffers**, `O_DIRECT`, **batched submission** and
 //! `write_sync_at` as **one linked `WRITEV` → `FSYNC` submission**, behind `Send` futures that
 //! run on any Tokio runtime (current-thread or multi-thread, any number of them).
@@ -30,13 +30,13 @@
 //! - **Registered files**: each open file takes a slot of a sparse registered file table
 //!   ([`RawOptions::registered_files`]), and operations on it use fixed-file SQEs. A file that
 //!   gets no slot (table full) uses its descriptor.
-//! - **Fixed buffers**: [`alloc`](DiskIo::alloc) hands out buffers from a pinned pool whose memory
-//!   is registered with the ring; reads and writes of those use `READ_FIXED`/`WRITE_FIXED`. Any
-//!   other [`AlignedBuf`] works through the ordinary opcodes. If registration fails (for example
+//! - **Fixed buffers**: [`alloc`](diskio::DiskIo::alloc) hands out buffers from a pinned pool
+//!   whose memory is registered with the ring; reads and writes of those use
+//!   `READ_FIXED`/`WRITE_FIXED`. Any other [`AlignedBuf`] works through the ordinary opcodes. If registration fails (for example
 //!   `RLIMIT_MEMLOCK`), the backend works without and says so in [`RawDisk::setup`] and a
 //!   `tracing` warning.
-//! - **`write_sync_at`** is `WRITEV` linked to `FSYNC` (`DATASYNC` for [`SyncKind::Data`]): one
-//!   submission, one wait. A failed write reports the write's error; a short write (which cancels
+//! - **`write_sync_at`** is `WRITEV` linked to `FSYNC` (`DATASYNC` for
+//!   [`SyncKind::Data`](diskio::SyncKind::Data)): one submission, one wait. A failed write reports the write's error; a short write (which cancels
 //!   the sync) is finished and then synced; success is reported only for synced data.
 //! - **`O_DIRECT`**: each file's alignment comes from `statx(STATX_DIOALIGN)` (4096 when the
 //!   kernel does not say) and every transfer is checked before it is submitted.
@@ -97,7 +97,9 @@ use diskio::{AlignedBuf, BufPool, Context, Error, FileTable, Op, Result, Stats};
 
 use crate::files::{FileSlots, OpenFile};
 use crate::ring::Ring;
-pub use crate::setup::{DISABLE_ENV, RawOptions, Setup, explain_setup_error};
+pub use crate::setup::{
+    DISABLE_ENV, ENTRIES_MAX, IN_FLIGHT_MAX, RawOptions, Setup, explain_setup_error,
+};
 
 /// Most buffers one `writev_at` submits (the kernel's `UIO_MAXIOV`); more make a short write,
 /// which `writev_all_at` completes.
