@@ -11,7 +11,8 @@ use diskio::{AlignedBuf, DiskIo, OpenOptions, SyncKind};
 use diskio_blocking::{BlockingDisk, BlockingOptions};
 use diskio_raw::{RawDisk, RawOptions};
 
-use crate::{Offsets, Pattern, Sample, Workload};
+use crate::report::Figures;
+use crate::{Offsets, Pattern, Sample, Workload, fio};
 
 /// An I/O path to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum Engine {
     Blocking,
     /// `depth` Tokio tasks on the `diskio-raw` (io_uring) backend.
     Raw,
+    /// fio with `--ioengine=io_uring` and `iodepth=depth`, when it is installed.
+    Fio,
 }
 
 impl Engine {
@@ -34,19 +37,20 @@ impl Engine {
             Engine::TokioFs => "tokio::fs",
             Engine::Blocking => "diskio-blocking",
             Engine::Raw => "diskio-raw",
+            Engine::Fio => "fio (io_uring)",
         }
     }
 }
 
-/// Runs `workload` on `engine` against the file at `path`. A warm-up of a fifth of the duration
+/// Runs `workload` on `engine` against the file at `path`; `raw` configures `diskio-raw`. A warm-up of a fifth of the duration
 /// (at most 200 ms) runs first and is not counted.
 ///
 /// # Errors
 ///
 /// A message when the engine cannot run the workload (e.g. `tokio::fs` with `O_DIRECT`).
-pub fn run(engine: Engine, w: &Workload, path: &Path) -> Result<Sample, String> {
+pub fn run(engine: Engine, w: &Workload, path: &Path, raw: &RawOptions) -> Result<Figures, String> {
     let warmup = (w.duration / 5).min(Duration::from_millis(200));
-    match engine {
+    let sample = match engine {
         Engine::Threads => threads(w, path, warmup),
         Engine::TokioFs => tokio_fs(w, path, warmup),
         Engine::Blocking => {
@@ -55,10 +59,12 @@ pub fn run(engine: Engine, w: &Workload, path: &Path) -> Result<Sample, String> 
             through_trait(disk, w, path, warmup)
         }
         Engine::Raw => {
-            let disk = RawDisk::new(RawOptions::new()).map_err(|e| e.to_string())?;
+            let disk = RawDisk::new(raw.clone()).map_err(|e| e.to_string())?;
             through_trait(disk, w, path, warmup)
         }
-    }
+        Engine::Fio => return fio::run(w, path, warmup),
+    }?;
+    Ok(Figures::of_sample(&sample))
 }
 
 fn open_std(w: &Workload, path: &Path) -> Result<std::fs::File, String> {

@@ -2,11 +2,13 @@
 //!
 //! Every engine runs the same [`Workload`] for a fixed time and returns a [`Sample`] (operations,
 //! bytes, latency histogram). The reference engines are plain threads calling `pread`/`pwrite`
-//! directly and `tokio::fs`; the diskio engines go through the [`diskio::DiskIo`] trait.
+//! directly, fio (when installed) and `tokio::fs`; the diskio engines go through the
+//! [`diskio::DiskIo`] trait.
 
 #![forbid(unsafe_code)]
 
 pub mod engines;
+pub mod fio;
 pub mod report;
 pub mod scratch;
 

@@ -9,22 +9,23 @@ use crate::{Sample, Workload};
 pub struct EngineRuns {
     /// The engine.
     pub engine: Engine,
-    /// One sample per run, or the error that stopped the engine.
-    pub runs: Result<Vec<Sample>, String>,
+    /// The figures of each run, or the error that stopped the engine.
+    pub runs: Result<Vec<Figures>, String>,
 }
 
-/// The figures of one engine: medians over its runs.
+/// The figures of one run, or of one engine as medians over its runs. A figure an engine cannot
+/// report is `NaN` and printed as `-`.
 #[derive(Debug, Clone, Copy)]
 pub struct Figures {
-    /// Median operations per second.
+    /// Operations per second.
     pub iops: f64,
-    /// Median MiB per second.
+    /// MiB per second.
     pub mib_s: f64,
-    /// Median of the runs' p50 latencies, µs.
+    /// p50 latency, µs.
     pub p50_us: f64,
-    /// Median of the runs' p99 latencies, µs.
+    /// p99 latency, µs.
     pub p99_us: f64,
-    /// Median of the runs' mean latencies, µs.
+    /// Mean latency, µs.
     pub mean_us: f64,
 }
 
@@ -38,15 +39,26 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 impl Figures {
-    /// Medians over `runs`.
-    pub fn of(runs: &[Sample]) -> Self {
-        let m = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+    /// The figures of one measured run.
+    pub fn of_sample(s: &Sample) -> Self {
         Self {
-            iops: m(Sample::iops),
-            mib_s: m(Sample::mib_s),
-            p50_us: m(|s| s.latency_us(0.5)),
-            p99_us: m(|s| s.latency_us(0.99)),
-            mean_us: m(Sample::mean_us),
+            iops: s.iops(),
+            mib_s: s.mib_s(),
+            p50_us: s.latency_us(0.5),
+            p99_us: s.latency_us(0.99),
+            mean_us: s.mean_us(),
+        }
+    }
+
+    /// Medians over `runs`, figure by figure.
+    pub fn median(runs: &[Figures]) -> Self {
+        let m = |f: fn(&Figures) -> f64| median(runs.iter().map(f).collect());
+        Self {
+            iops: m(|f| f.iops),
+            mib_s: m(|f| f.mib_s),
+            p50_us: m(|f| f.p50_us),
+            p99_us: m(|f| f.p99_us),
+            mean_us: m(|f| f.mean_us),
         }
     }
 }
@@ -66,61 +78,76 @@ impl WorkloadResult {
             .iter()
             .find(|e| e.engine == engine)
             .and_then(|e| e.runs.as_ref().ok())
-            .map(|runs| Figures::of(runs))
+            .map(|runs| Figures::median(runs))
     }
 }
 
-/// Renders the table: per workload, per engine, the median figures and the ratio of IOPS (and of
-/// p50 latency, at queue depth 1) to the reference engine measured in the same run.
+/// Renders the table: per workload, per engine, the median figures and the ratios of IOPS (and
+/// of p50 latency, at queue depth 1) to the reference engines measured in the same run: plain
+/// threads, and fio when it ran.
 pub fn table(results: &[WorkloadResult], runs: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<40} {:<22} {:>10} {:>9} {:>9} {:>9} {:>9}  vs reference",
+        "{:<38} {:<22} {:>9} {:>8} {:>8} {:>8} {:>8}  vs threads | vs fio",
         "workload", "engine", "IOPS", "MiB/s", "p50 us", "p99 us", "mean us"
     );
-    let _ = writeln!(out, "{}", "-".repeat(130));
+    let _ = writeln!(out, "{}", "-".repeat(150));
     for r in results {
-        let reference = r
-            .engines
-            .first()
-            .and_then(|e| e.runs.as_ref().ok())
-            .map(|s| Figures::of(s));
+        let threads = r.figures(Engine::Threads);
+        let fio = r.figures(Engine::Fio);
         for (i, e) in r.engines.iter().enumerate() {
             let label = if i == 0 { r.workload.name } else { "" };
             match &e.runs {
-                Ok(samples) => {
-                    let f = Figures::of(samples);
-                    let ratio = match (i, reference) {
-                        (0, _) => "reference".to_owned(),
-                        (_, Some(rf)) if r.workload.depth == 1 => format!(
-                            "{:.2}x IOPS, {:.2}x p50 latency",
-                            f.iops / rf.iops,
-                            f.p50_us / rf.p50_us
-                        ),
-                        (_, Some(rf)) => format!("{:.2}x IOPS", f.iops / rf.iops),
-                        (_, None) => "n/a (reference failed)".to_owned(),
+                Ok(runs) => {
+                    let f = Figures::median(runs);
+                    let vs = |reference: Option<Figures>, me: Engine| match reference {
+                        _ if e.engine == me => "reference".to_owned(),
+                        Some(rf) => ratio(&f, &rf, r.workload.depth == 1),
+                        None => "-".to_owned(),
                     };
                     let _ = writeln!(
                         out,
-                        "{label:<40} {:<22} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {ratio}",
+                        "{label:<38} {:<22} {:>9.0} {:>8.1} {:>8} {:>8} {:>8}  {} | {}",
                         e.engine.name(),
                         f.iops,
                         f.mib_s,
-                        f.p50_us,
-                        f.p99_us,
-                        f.mean_us
+                        us(f.p50_us),
+                        us(f.p99_us),
+                        us(f.mean_us),
+                        vs(threads, Engine::Threads),
+                        vs(fio, Engine::Fio),
                     );
                 }
                 Err(msg) => {
-                    let _ = writeln!(out, "{label:<40} {:<22} cannot run: {msg}", e.engine.name());
+                    let _ = writeln!(out, "{label:<38} {:<22} cannot run: {msg}", e.engine.name());
                 }
             }
         }
     }
     let _ = writeln!(
         out,
-        "\nmedians of {runs} run(s) per engine, engines alternated within each run"
+        "\nmedians of {runs} run(s) per engine, engines alternated within each run; \
+         '-' where a figure is not available"
     );
     out
+}
+
+fn us(v: f64) -> String {
+    if v.is_nan() {
+        "-".to_owned()
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// `1.02x` of IOPS, and at queue depth 1 also the ratio of p50 latencies (lower is better).
+fn ratio(f: &Figures, reference: &Figures, depth_one: bool) -> String {
+    let iops = format!("{:.2}x IOPS", f.iops / reference.iops);
+    let p50 = f.p50_us / reference.p50_us;
+    if depth_one && !p50.is_nan() {
+        format!("{iops}, {p50:.2}x p50")
+    } else {
+        iops
+    }
 }

@@ -14,7 +14,7 @@ use diskio::{
 use io_uring::{opcode, squeue, types};
 
 use crate::files::OpenFile;
-use crate::ring::{Done, IoVecs, Keep};
+use crate::ring::{Done, IoVecs, Keep, Lone};
 use crate::{IOV_MAX, RawDisk};
 
 /// Most bytes one read or write moves (the kernel's `MAX_RW_COUNT`); larger requests are short.
@@ -85,7 +85,12 @@ impl RawDisk {
         let mut sqes = [sqe];
         // SAFETY: the entry references no memory, and its fixed-file slot (if any) belongs to
         // `file`, which the operation keeps until it completes.
-        let out = unsafe { self.inner.ring.run(&mut sqes, Keep::File(file)) }.await;
+        let out = unsafe {
+            self.inner
+                .ring
+                .run(&mut sqes, Keep::File(file), Lone::Sleep)
+        }
+        .await;
         match out {
             Ok(Done { results, keep }) => {
                 let res = results[0];
@@ -127,6 +132,11 @@ impl RawDisk {
             .offset(offset)
             .build());
         let mut chain = Vec::with_capacity(2);
+        let lone = if sync.is_some() {
+            Lone::Sleep
+        } else {
+            Lone::Spin
+        };
         match sync {
             Some(kind) => {
                 chain.push(write.flags(squeue::Flags::IO_LINK));
@@ -141,7 +151,7 @@ impl RawDisk {
         };
         // SAFETY: the iovecs point into `bufs` and are themselves kept (heap memory that does not
         // move when the vectors move into the slot); the file slot belongs to the kept file.
-        let out = unsafe { self.inner.ring.run(&mut chain, keep) }.await;
+        let out = unsafe { self.inner.ring.run(&mut chain, keep, lone) }.await;
         match out {
             Ok(Done { results, keep }) => (Ok((results[0], results[1])), keep.into_bufs()),
             Err((e, keep)) => (Err(e), keep.into_bufs()),
@@ -233,7 +243,12 @@ impl DiskIo for RawDisk {
         // SAFETY: the SQE points at `len <= buf.len()` bytes of `buf`, which the slot keeps
         // until the completion; a fixed index is one of the registered pinned buffers and
         // `buf` lies within it; the file slot belongs to the kept file.
-        let out = unsafe { self.inner.ring.run(&mut sqes, Keep::Buf(buf, f)) }.await;
+        let out = unsafe {
+            self.inner
+                .ring
+                .run(&mut sqes, Keep::Buf(buf, f), Lone::Spin)
+        }
+        .await;
         let (res, buf) = match out {
             Ok(Done { results, keep }) => {
                 let Keep::Buf(mut buf, f) = keep else {
@@ -279,7 +294,12 @@ impl DiskIo for RawDisk {
         };
         let mut sqes = [sqe];
         // SAFETY: as in `read_at`; the kernel only reads the buffer.
-        let out = unsafe { self.inner.ring.run(&mut sqes, Keep::Buf(buf, f)) }.await;
+        let out = unsafe {
+            self.inner
+                .ring
+                .run(&mut sqes, Keep::Buf(buf, f), Lone::Spin)
+        }
+        .await;
         let (res, buf) = match out {
             Ok(Done { results, keep }) => {
                 let Keep::Buf(buf, f) = keep else {
@@ -502,7 +522,12 @@ impl RawDisk {
         let mut sqes = [sqe];
         // SAFETY: the SQE points at the path's bytes, which the slot keeps (`Keep::Path`) until
         // the completion; a descriptor opened after its caller left is closed by the slot.
-        let out = unsafe { self.inner.ring.run(&mut sqes, Keep::Path { _path: cpath }) }.await;
+        let out = unsafe {
+            self.inner
+                .ring
+                .run(&mut sqes, Keep::Path { _path: cpath }, Lone::Sleep)
+        }
+        .await;
         let fd = match out {
             Ok(Done { results, .. }) if results[0] >= 0 => results[0],
             Ok(Done { results, .. }) => return Err(Error::from_errno(ctx.clone(), -results[0])),

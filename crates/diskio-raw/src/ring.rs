@@ -27,8 +27,10 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use diskio::AlignedBuf;
+use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, squeue};
 use tokio::sync::Semaphore;
 
@@ -39,6 +41,18 @@ const WAKE: u64 = u64::MAX;
 
 /// Most SQEs one operation may submit as a chain.
 pub(crate) const CHAIN_MAX: usize = 2;
+
+/// How the caller of an operation that is alone in flight waits for it
+/// ([`Ring::wait_if_alone`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lone {
+    /// A read or write, which a fast device or the page cache completes within microseconds:
+    /// poll, then sleep in the kernel.
+    Spin,
+    /// An operation the kernel hands to a worker thread (sync, open, fallocate): sleep in the
+    /// kernel at once, leaving the CPU to that worker.
+    Sleep,
+}
 
 /// The iovecs of a vectored write; owned by the slot while the kernel reads them.
 pub(crate) struct IoVecs(pub(crate) Vec<libc::iovec>);
@@ -120,7 +134,10 @@ pub(crate) struct Ring {
     permits: Semaphore,
     pub(crate) counters: Counters,
     in_flight_max: usize,
-    spin: std::time::Duration,
+    spin: Duration,
+    lone_wait: Duration,
+    /// The kernel takes a timeout with a wait (`IORING_FEAT_EXT_ARG`).
+    ext_arg: bool,
     /// Set when the reaper thread is gone (it never panics; this guards against the
     /// impossible, so that callers fail instead of hanging).
     reaper_dead: AtomicBool,
@@ -155,7 +172,13 @@ pub(crate) struct Done {
 }
 
 impl Ring {
-    pub(crate) fn new(uring: IoUring, in_flight_max: usize, spin: std::time::Duration) -> Self {
+    pub(crate) fn new(
+        uring: IoUring,
+        in_flight_max: usize,
+        spin: Duration,
+        lone_wait: Duration,
+    ) -> Self {
+        let ext_arg = uring.params().is_feature_ext_arg();
         Self {
             uring,
             state: Mutex::new(State {
@@ -170,6 +193,8 @@ impl Ring {
             counters: Counters::default(),
             in_flight_max,
             spin,
+            lone_wait,
+            ext_arg,
             reaper_dead: AtomicBool::new(false),
         }
     }
@@ -185,7 +210,8 @@ impl Ring {
     }
 
     /// Runs one operation: `sqes` (linked by the caller where it wants a chain) and the
-    /// resources they point into. Returns each SQE's result and the resources.
+    /// resources they point into. Returns each SQE's result and the resources. `lone` says how
+    /// the caller waits when the operation is the only one in flight.
     ///
     /// # Safety
     ///
@@ -196,6 +222,7 @@ impl Ring {
         &self,
         sqes: &mut [squeue::Entry],
         keep: Keep,
+        lone: Lone,
     ) -> Result<Done, (io::Error, Keep)> {
         let n = sqes.len();
         debug_assert!((1..=CHAIN_MAX).contains(&n));
@@ -226,7 +253,7 @@ impl Ring {
             armed: true,
         };
         self.enter();
-        if let Some(done) = self.spin_if_alone(index, n) {
+        if let Some(done) = self.wait_if_alone(index, n, lone) {
             guard.armed = false;
             return Ok(done);
         }
@@ -357,38 +384,91 @@ impl Ring {
         poll
     }
 
-    /// When this operation is the only one in flight, polls the completion queue for up to
-    /// `spin` before going to sleep: at queue depth 1 that saves the reaper's wake-up and the
-    /// task's (two thread hops, several µs each). Under load it never spins.
-    fn spin_if_alone(&self, index: u32, n: usize) -> Option<Done> {
-        if self.spin.is_zero() || self.permits.available_permits() + n != self.in_flight_max {
+    /// When this operation is the only one in flight, its caller waits for it here instead of
+    /// handing it to the reaper: at queue depth 1 that saves the reaper's wake-up and the task's
+    /// (two thread hops, 20–60 µs on a virtual machine). A data operation first polls the
+    /// completion queue for up to `spin`; any operation then sleeps in `io_uring_enter` for up to
+    /// `lone_wait` more (without burning the CPU that a kernel worker running an fsync may need).
+    /// The sleep is skipped on a current-thread Tokio runtime, whose only thread would stall.
+    /// Under load neither happens.
+    fn wait_if_alone(&self, index: u32, n: usize, lone: Lone) -> Option<Done> {
+        if self.permits.available_permits() + n != self.in_flight_max {
             return None;
         }
-        let start = std::time::Instant::now();
+        let spin = if lone == Lone::Spin {
+            self.spin
+        } else {
+            Duration::ZERO
+        };
+        let sleep = if self.lone_sleep_allowed() {
+            self.lone_wait
+        } else {
+            Duration::ZERO
+        };
+        if spin.is_zero() && sleep.is_zero() {
+            return None;
+        }
+        let start = Instant::now();
+        let spin_until = start + spin;
+        let sleep_until = spin_until + sleep;
         loop {
-            let mut out = Deliveries::default();
-            let mut st = self.lock();
-            self.reap_locked(&mut st, &mut out);
-            let done = slot_mut(&mut st, index).is_some_and(|s| s.pending == 0);
-            let taken = if done {
-                free_slot(&mut st, index)
-            } else {
-                None
+            let pending = match self.take_if_done(index) {
+                Ok(done) => return Some(done),
+                Err(pending) => pending,
             };
-            drop(st);
-            if let Some(slot) = taken {
-                out.permits += usize::from(slot.sqes);
-                out.deliver(self);
-                return slot.keep.map(|keep| Done {
-                    results: slot.results,
-                    keep,
-                });
+            let now = Instant::now();
+            if now < spin_until {
+                std::hint::spin_loop();
+                continue;
             }
-            out.deliver(self);
-            if start.elapsed() >= self.spin {
+            if now >= sleep_until {
                 return None;
             }
-            std::hint::spin_loop();
+            let left = Timespec::from(sleep_until - now);
+            let args = SubmitArgs::new().timespec(&left);
+            // Returns when as many completions as this operation still expects are queued (so
+            // a linked write's completion does not wake the thread before its sync's), at the
+            // timeout (ETIME) or on a signal; the loop sorts out which.
+            let _ = self.uring.submitter().submit_with_args(pending, &args);
+        }
+    }
+
+    /// Whether a lone caller may sleep in the kernel: the kernel takes a timeout with the wait
+    /// (Linux 5.11+), and the thread is not a current-thread runtime's only one.
+    fn lone_sleep_allowed(&self) -> bool {
+        self.ext_arg
+            && !self.lone_wait.is_zero()
+            && !matches!(
+                tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
+                Ok(tokio::runtime::RuntimeFlavor::CurrentThread)
+            )
+    }
+
+    /// Reaps, and takes the operation's slot if it has completed; otherwise returns how many
+    /// completions it still expects.
+    fn take_if_done(&self, index: u32) -> Result<Done, usize> {
+        let mut out = Deliveries::default();
+        let mut st = self.lock();
+        self.reap_locked(&mut st, &mut out);
+        let pending = slot_mut(&mut st, index).map_or(1, |s| usize::from(s.pending));
+        let taken = if pending == 0 {
+            free_slot(&mut st, index)
+        } else {
+            None
+        };
+        drop(st);
+        if let Some(slot) = &taken {
+            out.permits += usize::from(slot.sqes);
+        }
+        out.deliver(self);
+        match taken.and_then(|slot| {
+            slot.keep.map(|keep| Done {
+                results: slot.results,
+                keep,
+            })
+        }) {
+            Some(done) => Ok(done),
+            None => Err(pending.max(1)),
         }
     }
 
@@ -437,7 +517,7 @@ impl Ring {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) || retryable(&e) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "io_uring_enter failed in the reaper; retrying");
-                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             }
         }

@@ -27,6 +27,7 @@ pub struct RawOptions {
     registered_files: usize,
     alignment: usize,
     spin: std::time::Duration,
+    lone_wait: std::time::Duration,
     thread_name: String,
 }
 
@@ -50,6 +51,7 @@ impl RawOptions {
             registered_files: 1024,
             alignment: 4096,
             spin: std::time::Duration::from_micros(100),
+            lone_wait: std::time::Duration::from_millis(1),
             thread_name: "diskio-raw".to_owned(),
         }
     }
@@ -109,6 +111,17 @@ impl RawOptions {
         self
     }
 
+    /// How long a caller whose operation is the only one in flight then sleeps in
+    /// `io_uring_enter` for it (default 1 ms), before handing it to the reaper thread. Syncs,
+    /// opens and preallocations skip the polling and sleep at once, leaving the CPU to the kernel
+    /// worker that runs them. The thread sleeps without using CPU, but it is the caller's: on a
+    /// multi-thread Tokio runtime other workers take over its queued tasks; on a current-thread
+    /// runtime this sleep is skipped. 0 disables it.
+    pub fn lone_wait(mut self, wait: std::time::Duration) -> Self {
+        self.lone_wait = wait;
+        self
+    }
+
     /// Name of the reaper thread.
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.thread_name = name.into();
@@ -121,6 +134,10 @@ impl RawOptions {
 
     pub(crate) fn spin_value(&self) -> std::time::Duration {
         self.spin
+    }
+
+    pub(crate) fn lone_wait_value(&self) -> std::time::Duration {
+        self.lone_wait
     }
 
     pub(crate) fn alignment_value(&self) -> usize {
@@ -170,6 +187,12 @@ impl RawOptions {
             return Err(bad(format!(
                 "spin must be at most 100 ms, not {:?}",
                 self.spin
+            )));
+        }
+        if self.lone_wait > std::time::Duration::from_millis(100) {
+            return Err(bad(format!(
+                "lone_wait must be at most 100 ms, not {:?}",
+                self.lone_wait
             )));
         }
         if !self.alignment.is_power_of_two()
@@ -459,6 +482,8 @@ mod tests {
             RawOptions::new().alignment(3000),
             RawOptions::new().fixed_buffers(TABLE_MAX + 1),
             RawOptions::new().registered_files(TABLE_MAX + 1),
+            RawOptions::new().spin(std::time::Duration::from_millis(101)),
+            RawOptions::new().lone_wait(std::time::Duration::from_millis(101)),
         ] {
             assert!(
                 matches!(bad.validate(), Err(Error::InvalidInput { .. })),

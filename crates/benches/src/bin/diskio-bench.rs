@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use benches::engines::{self, Engine};
 use benches::report::{self, EngineRuns, WorkloadResult};
-use benches::{Pattern, Workload, scratch};
+use benches::{Pattern, Workload, fio, scratch};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -39,6 +39,15 @@ struct Args {
     /// Remove the scratch directory afterwards (by default it is kept for the next run).
     #[arg(long)]
     clean: bool,
+    /// diskio-raw: how long a lone operation's caller polls for its completion, in µs.
+    #[arg(long, default_value_t = 100)]
+    raw_spin_us: u64,
+    /// diskio-raw: how long a lone operation's caller then sleeps in the kernel for it, in µs.
+    #[arg(long, default_value_t = 1000)]
+    raw_lone_wait_us: u64,
+    /// Do not run fio even when it is installed.
+    #[arg(long)]
+    no_fio: bool,
 }
 
 fn main() -> ExitCode {
@@ -122,10 +131,10 @@ fn workloads(args: &Args) -> Vec<(Workload, &'static str)> {
         ),
         (
             w(
-                "1M sequential write, O_DIRECT, QD4",
+                "1M sequential write, O_DIRECT, QD8",
                 Pattern::SequentialWrite,
                 1 << 20,
-                4,
+                8,
                 true,
                 direct_bytes,
             ),
@@ -155,12 +164,18 @@ fn run(args: &Args) -> Result<(), String> {
     if chosen.is_empty() {
         return Err("--only matched no workload".into());
     }
-    let engines = [
-        Engine::Threads,
-        Engine::Raw,
-        Engine::Blocking,
-        Engine::TokioFs,
-    ];
+    let mut engines = vec![Engine::Threads];
+    if args.no_fio {
+        println!("fio: not run (--no-fio)");
+    } else if let Some(version) = fio::version() {
+        println!("fio: {version}, ioengine=io_uring, on the same scratch files");
+        engines.push(Engine::Fio);
+    } else {
+        println!(
+            "fio: not installed, so no fio column (install it to compare: apt-get install -y fio)"
+        );
+    }
+    engines.extend([Engine::Raw, Engine::Blocking, Engine::TokioFs]);
     println!("diskio-bench: scratch files in {}", args.dir.display());
     let mut files = std::collections::HashMap::new();
     for (w, kind) in &chosen {
@@ -181,6 +196,9 @@ fn run(args: &Args) -> Result<(), String> {
         scratch::warm(p).map_err(|e| format!("warming {}: {e}", p.display()))?;
     }
 
+    let raw = diskio_raw::RawOptions::new()
+        .spin(Duration::from_micros(args.raw_spin_us))
+        .lone_wait(Duration::from_micros(args.raw_lone_wait_us));
     let total = (chosen.len() * engines.len() * args.runs) as u64;
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -205,7 +223,7 @@ fn run(args: &Args) -> Result<(), String> {
                 let entry = &mut per_engine[i];
                 bar.set_message(format!("{} / {}", w.name, entry.engine.name()));
                 if let Ok(samples) = &mut entry.runs {
-                    match engines::run(entry.engine, w, path) {
+                    match engines::run(entry.engine, w, path, &raw) {
                         Ok(s) => samples.push(s),
                         Err(e) => entry.runs = Err(e),
                     }
