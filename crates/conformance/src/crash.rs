@@ -8,8 +8,9 @@
 //! 512-byte sector of a write kept or lost on its own). The seed is printed, and the same seed on
 //! the same history gives the same disk, so a failure replays exactly.
 //!
-//! Limits of the model (for now): files exist from the moment they are created (no directory
-//! entries to lose), and a sync makes every earlier operation on the file durable.
+//! Limits of the model (for now): files exist from the moment they are created and are gone from
+//! the moment they are removed (directory entries are durable at once, so `sync_dir` has nothing
+//! to do), and a sync makes every earlier operation on the file durable.
 
 use std::collections::HashMap;
 use std::io;
@@ -512,5 +513,37 @@ impl DiskIo for CrashDisk {
 
     fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    async fn list_dir(&self, dir: &Path) -> Result<Vec<String>> {
+        let state = self.lock();
+        let mut names: Vec<String> = state
+            .files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn create_dir_all(&self, _dir: &Path) -> Result<()> {
+        // Directories are implicit in this namespace.
+        Ok(())
+    }
+
+    async fn remove_file(&self, path: &Path) -> Result<()> {
+        match self.lock().files.remove(path) {
+            Some(_) => Ok(()),
+            None => Err(Error::from_errno(
+                Context::new(Op::Dir).path(path),
+                libc::ENOENT,
+            )),
+        }
+    }
+
+    async fn sync_dir(&self, _dir: &Path) -> Result<()> {
+        // Directory entries are durable at once in this model (see the module docs).
+        Ok(())
     }
 }

@@ -18,9 +18,10 @@ use diskio::{
 pub enum FaultTarget {
     /// `write_at` and `writev_at` (and the write half of `write_sync_at`).
     Write,
-    /// `fsync` of either kind (and the sync half of `write_sync_at`).
+    /// `fsync` of either kind (and the sync half of `write_sync_at`), and `sync_dir`.
     Sync,
-    /// Writes, syncs, `preallocate` and `set_len`: every operation that changes the file.
+    /// Writes, syncs, `preallocate`, `set_len`, `create_dir_all` and `remove_file`: every
+    /// operation that changes a file or a directory.
     Any,
 }
 
@@ -266,5 +267,26 @@ impl<D: DiskIo> DiskIo for FailingDisk<D> {
     }
     fn stats(&self) -> StatsSnapshot {
         self.inner.stats()
+    }
+    async fn list_dir(&self, dir: &Path) -> Result<Vec<String>> {
+        self.inner.list_dir(dir).await
+    }
+    async fn create_dir_all(&self, dir: &Path) -> Result<()> {
+        if let Some(e) = self.fault(Kind::Meta, || Context::new(Op::Dir).path(dir)) {
+            return Err(e);
+        }
+        self.inner.create_dir_all(dir).await
+    }
+    async fn remove_file(&self, path: &Path) -> Result<()> {
+        if let Some(e) = self.fault(Kind::Meta, || Context::new(Op::Dir).path(path)) {
+            return Err(e);
+        }
+        self.inner.remove_file(path).await
+    }
+    async fn sync_dir(&self, dir: &Path) -> Result<()> {
+        if let Some(e) = self.fault(Kind::Sync, || Context::new(Op::Dir).path(dir)) {
+            return Err(e);
+        }
+        self.inner.sync_dir(dir).await
     }
 }

@@ -74,6 +74,7 @@ macro_rules! suite {
             open_without_permission,
             sync_kinds,
             preallocate_then_len,
+            directory_entries,
             set_len_down_and_up,
             concurrent_ops_one_file,
             drop_in_flight_then_read_back,

@@ -197,3 +197,13 @@ fn direct_files_check_sector_alignment_and_bad_ids_are_typed() {
 fn crash_disk_keeps_the_model() {
     conformance::model::check("crash_disk_model", CrashDisk::create);
 }
+
+#[test]
+fn directory_entries_live_in_the_disk_namespace() {
+    run(
+        "crash_directory_entries",
+        Flavor::CurrentThread,
+        CrashDisk::create,
+        |cx| async move { conformance::scenarios::directory_entries(&cx).await },
+    );
+}

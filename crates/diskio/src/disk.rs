@@ -193,6 +193,71 @@ pub trait DiskIo: Send + Sync + 'static {
     /// Counters and latency histograms of this backend since it was created.
     fn stats(&self) -> StatsSnapshot;
 
+    /// The names of the regular files in directory `dir` (not its subdirectories), sorted.
+    ///
+    /// The directory operations (`list_dir`, `create_dir_all`, `remove_file`, `sync_dir`) are
+    /// rare metadata work (a log creating or dropping a segment). Their provided versions call
+    /// `std::fs` on the calling thread; a backend with its own namespace (such as an in-memory
+    /// test disk) overrides them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] (a missing directory is `NotFound`).
+    fn list_dir(&self, dir: &Path) -> impl Future<Output = Result<Vec<String>>> + Send {
+        let ctx = Context::new(Op::Dir).path(dir);
+        let listed = (|| {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                if entry.file_type()?.is_file() {
+                    if let Ok(name) = entry.file_name().into_string() {
+                        names.push(name);
+                    }
+                }
+            }
+            names.sort();
+            Ok(names)
+        })()
+        .map_err(|e| Error::io(ctx, e));
+        std::future::ready(listed)
+    }
+
+    /// Creates directory `dir` and any missing parents.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`].
+    fn create_dir_all(&self, dir: &Path) -> impl Future<Output = Result<()>> + Send {
+        let res =
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(Context::new(Op::Dir).path(dir), e));
+        std::future::ready(res)
+    }
+
+    /// Removes the file at `path`. The removal is durable only after
+    /// [`sync_dir`](Self::sync_dir) of its directory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] (`NotFound` if there is no such file).
+    fn remove_file(&self, path: &Path) -> impl Future<Output = Result<()>> + Send {
+        let res =
+            std::fs::remove_file(path).map_err(|e| Error::io(Context::new(Op::Dir).path(path), e));
+        std::future::ready(res)
+    }
+
+    /// Makes the entries of directory `dir` durable: files created, renamed or removed in it
+    /// survive a power loss only once this returns (`fsync` of the directory).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`].
+    fn sync_dir(&self, dir: &Path) -> impl Future<Output = Result<()>> + Send {
+        let res = std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(Context::new(Op::Dir).path(dir), e));
+        std::future::ready(res)
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`, looping over short reads.
     ///
     /// # Errors

@@ -71,6 +71,14 @@ pub trait DynDiskIo: Send + Sync + 'static {
     fn direct_alignment(&self, file: FileId) -> Result<Option<DirectAlignment>>;
     /// See [`DiskIo::stats`].
     fn stats(&self) -> StatsSnapshot;
+    /// See [`DiskIo::list_dir`].
+    async fn list_dir(&self, dir: &Path) -> Result<Vec<String>>;
+    /// See [`DiskIo::create_dir_all`].
+    async fn create_dir_all(&self, dir: &Path) -> Result<()>;
+    /// See [`DiskIo::remove_file`].
+    async fn remove_file(&self, path: &Path) -> Result<()>;
+    /// See [`DiskIo::sync_dir`].
+    async fn sync_dir(&self, dir: &Path) -> Result<()>;
 }
 
 #[async_trait]
@@ -134,6 +142,18 @@ impl<T: DiskIo> DynDiskIo for T {
     fn stats(&self) -> StatsSnapshot {
         DiskIo::stats(self)
     }
+    async fn list_dir(&self, dir: &Path) -> Result<Vec<String>> {
+        DiskIo::list_dir(self, dir).await
+    }
+    async fn create_dir_all(&self, dir: &Path) -> Result<()> {
+        DiskIo::create_dir_all(self, dir).await
+    }
+    async fn remove_file(&self, path: &Path) -> Result<()> {
+        DiskIo::remove_file(self, path).await
+    }
+    async fn sync_dir(&self, dir: &Path) -> Result<()> {
+        DiskIo::sync_dir(self, dir).await
+    }
 }
 
 impl DiskIo for Arc<dyn DynDiskIo> {
@@ -195,5 +215,17 @@ impl DiskIo for Arc<dyn DynDiskIo> {
     }
     fn stats(&self) -> StatsSnapshot {
         (**self).stats()
+    }
+    async fn list_dir(&self, dir: &Path) -> Result<Vec<String>> {
+        (**self).list_dir(dir).await
+    }
+    async fn create_dir_all(&self, dir: &Path) -> Result<()> {
+        (**self).create_dir_all(dir).await
+    }
+    async fn remove_file(&self, path: &Path) -> Result<()> {
+        (**self).remove_file(path).await
+    }
+    async fn sync_dir(&self, dir: &Path) -> Result<()> {
+        (**self).sync_dir(dir).await
     }
 }

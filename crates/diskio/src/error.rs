@@ -42,6 +42,8 @@ pub enum Op {
     Buffer,
     /// Constructing or configuring a backend.
     Setup,
+    /// A directory operation: listing, creating, removing a file, syncing entries.
+    Dir,
 }
 
 impl Op {
@@ -60,6 +62,7 @@ impl Op {
             Op::FileLen => "file_len",
             Op::Buffer => "buffer",
             Op::Setup => "setup",
+            Op::Dir => "dir",
         }
     }
 }

@@ -103,3 +103,36 @@ pub async fn set_len_down_and_up<D: DiskIo>(cx: &Cx<D>) -> Outcome {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
     Outcome::Passed
 }
+
+/// Directory operations: files created through the backend are listed, removal takes them out
+/// of the listing, syncing the directory succeeds, and removing a missing file is `NotFound`.
+pub async fn directory_entries<D: DiskIo>(cx: &Cx<D>) -> Outcome {
+    let disk = &*cx.disk;
+    let dir = cx.path("sub/dir");
+    disk.create_dir_all(&dir).await.expect("create_dir_all");
+    disk.create_dir_all(&dir)
+        .await
+        .expect("create_dir_all of an existing directory");
+    for name in ["b.log", "a.log"] {
+        let f = disk
+            .open(&dir.join(name), &diskio::OpenOptions::read_write_create())
+            .await
+            .expect("create in the new directory");
+        disk.close(f).await.expect("close");
+    }
+    disk.sync_dir(&dir).await.expect("sync_dir");
+    assert_eq!(
+        disk.list_dir(&dir).await.expect("list_dir"),
+        ["a.log", "b.log"],
+        "sorted names of the files"
+    );
+    disk.remove_file(&dir.join("a.log")).await.expect("remove_file");
+    disk.sync_dir(&dir).await.expect("sync_dir after removal");
+    assert_eq!(disk.list_dir(&dir).await.expect("list_dir"), ["b.log"]);
+    let err = disk
+        .remove_file(&dir.join("a.log"))
+        .await
+        .expect_err("removing a missing file");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    Outcome::Passed
+}

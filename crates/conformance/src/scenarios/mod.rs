@@ -21,7 +21,7 @@ pub use errors::{
     buffers_returned_on_errors, open_directory, open_missing_path, open_without_permission,
     unknown_and_closed_file_id,
 };
-pub use metadata::{preallocate_then_len, set_len_down_and_up, sync_kinds};
+pub use metadata::{directory_entries, preallocate_then_len, set_len_down_and_up, sync_kinds};
 pub use stress::{
     linked_write_fails, many_more_in_flight_than_ring, shutdown_with_ops_in_flight,
     ten_thousand_ops_half_dropped,
