@@ -126,7 +126,9 @@ pub async fn directory_entries<D: DiskIo>(cx: &Cx<D>) -> Outcome {
         ["a.log", "b.log"],
         "sorted names of the files"
     );
-    disk.remove_file(&dir.join("a.log")).await.expect("remove_file");
+    disk.remove_file(&dir.join("a.log"))
+        .await
+        .expect("remove_file");
     disk.sync_dir(&dir).await.expect("sync_dir after removal");
     assert_eq!(disk.list_dir(&dir).await.expect("list_dir"), ["b.log"]);
     let err = disk

@@ -1,0 +1,778 @@
+//! The log: appenders, the group committer, segments.
+
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions, SyncKind};
+use tokio::sync::Notify;
+
+use crate::error::{Result, WalError};
+use crate::format::{
+    HEADER_LEN, SegmentHeader, encode_frame, frame_len, seal_frames, segment_name,
+};
+use crate::options::{Durability, WalOptions};
+use crate::reader::Reader;
+use crate::recovery::{FoundSegment, RecoveryReport, recover};
+use crate::{Lsn, WalStats};
+
+/// A segmented, checksummed, group-commit write-ahead log on any [`DiskIo`] backend.
+///
+/// Cloning is cheap and every clone appends to the same log; futures are `Send`. Appends from
+/// any number of tasks are gathered into groups: while one group is being written and synced,
+/// the next one gathers, so the group grows with the load and no timer is needed. The committer
+/// is a Tokio task that exists while there is work, spawned on the runtime of the append that
+/// found it idle (so calls must come from within a Tokio runtime).
+pub struct Wal<D: DiskIo> {
+    inner: Arc<Inner<D>>,
+}
+
+impl<D: DiskIo> Clone for Wal<D> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<D: DiskIo> std::fmt::Debug for Wal<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.inner.lock();
+        f.debug_struct("Wal")
+            .field("dir", &self.inner.dir)
+            .field("next_lsn", &st.next_lsn)
+            .field("durable_end", &st.durable_end)
+            .field("poisoned", &st.poison.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner<D> {
+    pub(crate) disk: D,
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: WalOptions,
+    state: Mutex<State>,
+    /// Woken when the written or durable watermark moves, or the log is poisoned or closed.
+    progress: Notify,
+    /// Woken when queued bytes drop.
+    space: Notify,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    appends: AtomicU64,
+    groups: AtomicU64,
+    bytes_written: AtomicU64,
+    syncs: AtomicU64,
+    rotations: AtomicU64,
+    sync_ns_total: AtomicU64,
+}
+
+/// A segment of the log that the reader can find.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentRef {
+    pub(crate) first_lsn: Lsn,
+    pub(crate) path: PathBuf,
+}
+
+struct Active {
+    seg: SegmentRef,
+    file: FileId,
+    salt: u64,
+    /// Where the next group goes.
+    offset: u64,
+}
+
+struct State {
+    next_lsn: Lsn,
+    /// Encoded frames not yet taken by the committer (CRCs still partial).
+    queue: Vec<u8>,
+    /// LSN of the first frame in `queue`.
+    queue_first: Lsn,
+    /// Bytes queued or being written.
+    queued_bytes: usize,
+    committing: bool,
+    /// Every LSN below this is written to the file.
+    written_end: Lsn,
+    /// Every LSN below this is durable.
+    durable_end: Lsn,
+    sync_wanted: bool,
+    poison: Option<Arc<diskio::Error>>,
+    closed: bool,
+    /// The first LSN still in the log.
+    first_lsn: Lsn,
+    sealed: Vec<SegmentRef>,
+    active: Option<Active>,
+}
+
+/// What the committer does next.
+enum Work {
+    Write {
+        bytes: Vec<u8>,
+        first: Lsn,
+        records: u64,
+        file: FileId,
+        salt: u64,
+        offset: u64,
+    },
+    Rotate,
+    Sync(FileId),
+}
+
+impl<D: DiskIo> Wal<D> {
+    /// Opens (or creates) the log in `dir` on `disk`: recovers what is there (see
+    /// [`RecoveryReport`]) and makes the log ready to append.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::InvalidOptions`]; recovery's errors ([`WalError::Corrupt`],
+    /// [`WalError::MissingSegment`], [`WalError::BadHeader`]); [`WalError::Io`].
+    pub async fn open(
+        disk: D,
+        dir: impl AsRef<Path>,
+        opts: WalOptions,
+    ) -> Result<(Self, RecoveryReport)> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let found = recover(&disk, &dir, &opts).await?;
+        let report = found.report.clone();
+        let next = report.next_lsn;
+        let sealed = found.sealed.into_iter().map(seg_ref).collect();
+        let active = found.active.map(|a| Active {
+            seg: seg_ref(a.segment),
+            file: a.file,
+            salt: a.salt,
+            offset: a.offset,
+        });
+        let inner = Arc::new(Inner {
+            disk,
+            dir,
+            opts,
+            state: Mutex::new(State {
+                next_lsn: next,
+                queue: Vec::new(),
+                queue_first: next,
+                queued_bytes: 0,
+                committing: false,
+                written_end: next,
+                durable_end: next,
+                sync_wanted: false,
+                poison: None,
+                closed: false,
+                first_lsn: report.first_lsn,
+                sealed,
+                active,
+            }),
+            progress: Notify::new(),
+            space: Notify::new(),
+            counters: Counters::default(),
+        });
+        let wal = Self { inner };
+        if wal.inner.lock().active.is_none() {
+            // An empty directory: the first segment.
+            let active = wal.inner.create_segment(next).await?;
+            wal.inner.lock().active = Some(active);
+        }
+        Ok((wal, report))
+    }
+
+    /// Appends one record and returns its LSN once the record counts as done: durable in
+    /// [`Durability::Sync`], queued in [`Durability::None`].
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::RecordTooLarge`], [`WalError::Poisoned`], [`WalError::Closed`].
+    pub async fn append(&self, record: &[u8]) -> Result<Lsn> {
+        let lsn = self.append_nowait(record).await?;
+        if self.inner.opts.durability == Durability::Sync {
+            self.wait_durable(lsn).await?;
+        }
+        Ok(lsn)
+    }
+
+    /// Appends records as one batch with consecutive LSNs; returns the last LSN, once done as
+    /// for [`append`](Self::append). An empty batch returns the last LSN assigned so far (0 if
+    /// none).
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append); a record that is too large fails the whole batch before any
+    /// record is queued.
+    pub async fn append_batch(&self, records: &[&[u8]]) -> Result<Lsn> {
+        for r in records {
+            self.check_size(r.len())?;
+        }
+        let mut last = None;
+        for r in records {
+            last = Some(self.append_nowait(r).await?);
+        }
+        match last {
+            Some(lsn) => {
+                if self.inner.opts.durability == Durability::Sync {
+                    self.wait_durable(lsn).await?;
+                }
+                Ok(lsn)
+            }
+            None => Ok(self.inner.lock().next_lsn - 1),
+        }
+    }
+
+    /// Queues a record and returns its LSN without waiting for it to be written; waits only
+    /// while the queue is full (`queued_bytes_max`). Use [`wait_durable`](Self::wait_durable)
+    /// to learn when it is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::RecordTooLarge`], [`WalError::Poisoned`], [`WalError::Closed`].
+    pub async fn append_nowait(&self, record: &[u8]) -> Result<Lsn> {
+        self.check_size(record.len())?;
+        let frame = frame_len(record.len());
+        let inner = &self.inner;
+        loop {
+            let mut space = pin!(inner.space.notified());
+            space.as_mut().enable();
+            {
+                let mut st = inner.lock();
+                st.usable()?;
+                if st.queued_bytes == 0 || st.queued_bytes + frame <= inner.opts.queued_bytes_max {
+                    let lsn = st.next_lsn;
+                    st.next_lsn += 1;
+                    encode_frame(&mut st.queue, lsn, record);
+                    st.queued_bytes += frame;
+                    let start = !st.committing;
+                    st.committing = true;
+                    drop(st);
+                    inner.counters.appends.fetch_add(1, Ordering::Relaxed);
+                    if start {
+                        Inner::spawn_committer(inner)?;
+                    }
+                    return Ok(lsn);
+                }
+            }
+            space.await;
+        }
+    }
+
+    /// Waits until every record up to `lsn` is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Poisoned`] if the log failed before `lsn` became durable;
+    /// [`WalError::Closed`].
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        let inner = &self.inner;
+        loop {
+            let mut progress = pin!(inner.progress.notified());
+            progress.as_mut().enable();
+            {
+                let st = inner.lock();
+                if st.durable_end > lsn {
+                    return Ok(());
+                }
+                if let Some(cause) = &st.poison {
+                    return Err(WalError::Poisoned {
+                        cause: Arc::clone(cause),
+                    });
+                }
+                if lsn >= st.next_lsn {
+                    // Never assigned: nothing to wait for beyond what exists.
+                    return Ok(());
+                }
+            }
+            progress.await;
+        }
+    }
+
+    /// Makes every record appended so far durable; returns the last such LSN (0 if none).
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Poisoned`], [`WalError::Closed`].
+    pub async fn sync(&self) -> Result<Lsn> {
+        let last = {
+            let mut st = self.inner.lock();
+            st.usable()?;
+            let last = st.next_lsn - 1;
+            if st.durable_end > last {
+                return Ok(last);
+            }
+            st.sync_wanted = true;
+            let start = !st.committing;
+            st.committing = true;
+            drop(st);
+            if start {
+                Inner::spawn_committer(&self.inner)?;
+            }
+            last
+        };
+        self.wait_durable(last).await?;
+        Ok(last)
+    }
+
+    /// A reader of the records from `from` on (see [`Reader`]).
+    pub fn reader(&self, from: Lsn) -> Reader<D> {
+        Reader::new(Arc::clone(&self.inner), from)
+    }
+
+    /// Removes every sealed segment whose records all come before `lsn`; the segment holding
+    /// `lsn` and the one being written stay. Returns the first LSN still in the log.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Io`] if a removal fails (the segments removed before it stay removed; the log
+    /// stays consistent), [`WalError::Poisoned`], [`WalError::Closed`].
+    pub async fn truncate_before(&self, lsn: Lsn) -> Result<Lsn> {
+        let (doomed, first) = {
+            let mut st = self.inner.lock();
+            st.usable()?;
+            let mut n = 0;
+            while n < st.sealed.len() {
+                let next_first = st
+                    .sealed
+                    .get(n + 1)
+                    .or(st.active.as_ref().map(|a| &a.seg))
+                    .map_or(Lsn::MAX, |s| s.first_lsn);
+                if next_first > lsn {
+                    break;
+                }
+                n += 1;
+            }
+            let doomed: Vec<SegmentRef> = st.sealed.drain(..n).collect();
+            if !doomed.is_empty() {
+                st.first_lsn = st
+                    .sealed
+                    .first()
+                    .or(st.active.as_ref().map(|a| &a.seg))
+                    .map_or(st.next_lsn, |s| s.first_lsn);
+            }
+            (doomed, st.first_lsn)
+        };
+        if doomed.is_empty() {
+            return Ok(first);
+        }
+        for seg in &doomed {
+            self.inner.disk.remove_file(&seg.path).await?;
+        }
+        self.inner.disk.sync_dir(&self.inner.dir).await?;
+        Ok(first)
+    }
+
+    /// Makes everything appended durable, waits for the committer, and closes the files. Later
+    /// calls on any clone fail with [`WalError::Closed`].
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Poisoned`] if the final sync cannot be done.
+    pub async fn close(self) -> Result<()> {
+        let synced = self.sync().await;
+        let inner = &self.inner;
+        loop {
+            let mut progress = pin!(inner.progress.notified());
+            progress.as_mut().enable();
+            {
+                let mut st = inner.lock();
+                if !st.committing {
+                    st.closed = true;
+                    break;
+                }
+            }
+            progress.await;
+        }
+        let file = inner.lock().active.as_ref().map(|a| a.file);
+        inner.progress.notify_waiters();
+        inner.space.notify_waiters();
+        if let Some(f) = file {
+            inner.disk.close(f).await?;
+        }
+        synced.map(drop)
+    }
+
+    /// The LSN the next append gets.
+    pub fn next_lsn(&self) -> Lsn {
+        self.inner.lock().next_lsn
+    }
+
+    /// Every record below this LSN is durable.
+    pub fn durable_end(&self) -> Lsn {
+        self.inner.lock().durable_end
+    }
+
+    /// The first LSN still in the log.
+    pub fn first_lsn(&self) -> Lsn {
+        self.inner.lock().first_lsn
+    }
+
+    /// Counters since the log was opened.
+    pub fn stats(&self) -> WalStats {
+        let c = &self.inner.counters;
+        let syncs = c.syncs.load(Ordering::Relaxed);
+        WalStats {
+            appends: c.appends.load(Ordering::Relaxed),
+            groups: c.groups.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            syncs,
+            rotations: c.rotations.load(Ordering::Relaxed),
+            sync_mean_us: if syncs == 0 {
+                0.0
+            } else {
+                c.sync_ns_total.load(Ordering::Relaxed) as f64 / syncs as f64 / 1000.0
+            },
+        }
+    }
+
+    fn check_size(&self, len: usize) -> Result<()> {
+        let max = self.inner.opts.record_max;
+        if len > max {
+            return Err(WalError::RecordTooLarge { len, max });
+        }
+        Ok(())
+    }
+}
+
+fn seg_ref(s: FoundSegment) -> SegmentRef {
+    SegmentRef {
+        first_lsn: s.first_lsn,
+        path: s.path,
+    }
+}
+
+impl State {
+    fn usable(&self) -> Result<()> {
+        if let Some(cause) = &self.poison {
+            return Err(WalError::Poisoned {
+                cause: Arc::clone(cause),
+            });
+        }
+        if self.closed {
+            return Err(WalError::Closed);
+        }
+        Ok(())
+    }
+}
+
+impl<D: DiskIo> Inner<D> {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update is completed before the lock is released; a panic elsewhere leaves a
+        // consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What readers may see: below this LSN every record is written, and durable in `Sync`.
+    pub(crate) fn visible_end(&self) -> Lsn {
+        let st = self.lock();
+        match self.opts.durability {
+            Durability::Sync => st.durable_end,
+            Durability::None => st.written_end,
+        }
+    }
+
+    /// The segments, oldest first, and the first LSN still in the log.
+    pub(crate) fn segments(&self) -> (Vec<SegmentRef>, Lsn) {
+        let st = self.lock();
+        let mut v = st.sealed.clone();
+        if let Some(a) = &st.active {
+            v.push(a.seg.clone());
+        }
+        (v, st.first_lsn)
+    }
+
+    fn spawn_committer(inner: &Arc<Self>) -> Result<()> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(Self::commit_loop(Arc::clone(inner)));
+                Ok(())
+            }
+            Err(_) => {
+                let cause = Arc::new(diskio::Error::Unsupported {
+                    reason: "the WAL must be called from within a Tokio runtime".to_owned(),
+                });
+                inner.poison_with(cause.clone());
+                Err(WalError::Poisoned { cause })
+            }
+        }
+    }
+
+    fn poison_with(&self, cause: Arc<diskio::Error>) {
+        {
+            let mut st = self.lock();
+            if st.poison.is_none() {
+                tracing::error!(error = %cause, dir = %self.dir.display(), "WAL poisoned");
+                st.poison = Some(cause);
+            }
+            st.committing = false;
+        }
+        self.progress.notify_waiters();
+        self.space.notify_waiters();
+    }
+
+    /// The committer: takes groups from the queue and writes (and syncs) them, one after the
+    /// other, until the queue is empty.
+    async fn commit_loop(inner: Arc<Self>) {
+        let mut guard = CommitterGuard {
+            inner: &inner,
+            finished: false,
+        };
+        while let Some(work) = inner.next_work() {
+            let res = match work {
+                Work::Write {
+                    bytes,
+                    first,
+                    records,
+                    file,
+                    salt,
+                    offset,
+                } => {
+                    inner
+                        .write_group(bytes, first, records, file, salt, offset)
+                        .await
+                }
+                Work::Rotate => inner.rotate().await,
+                Work::Sync(file) => inner.sync_active(file).await,
+            };
+            if let Err(cause) = res {
+                inner.poison_with(Arc::new(cause));
+                break;
+            }
+        }
+        guard.finished = true;
+    }
+
+    /// Decides the committer's next step under the lock; `None` when there is nothing to do
+    /// (and the committer is marked stopped in the same critical section).
+    fn next_work(&self) -> Option<Work> {
+        let mut st = self.lock();
+        if st.poison.is_some() {
+            st.committing = false;
+            return None;
+        }
+        let Some(active) = st.active.as_ref() else {
+            st.committing = false;
+            return None;
+        };
+        let (file, salt, offset) = (active.file, active.salt, active.offset);
+        if st.queue.is_empty() {
+            if st.sync_wanted && st.durable_end < st.written_end {
+                return Some(Work::Sync(file));
+            }
+            st.sync_wanted = false;
+            st.committing = false;
+            drop(st);
+            self.progress.notify_waiters();
+            return None;
+        }
+        let room = self.opts.segment_bytes.saturating_sub(offset);
+        let limit = (self.opts.group_bytes_max as u64).min(room) as usize;
+        let (cut, records) = whole_frames(&st.queue, limit);
+        if records == 0 {
+            // The first frame does not fit in this segment.
+            return Some(Work::Rotate);
+        }
+        let rest = st.queue.split_off(cut);
+        let bytes = std::mem::replace(&mut st.queue, rest);
+        let first = st.queue_first;
+        st.queue_first += records;
+        Some(Work::Write {
+            bytes,
+            first,
+            records,
+            file,
+            salt,
+            offset,
+        })
+    }
+
+    async fn write_group(
+        &self,
+        mut bytes: Vec<u8>,
+        first: Lsn,
+        records: u64,
+        file: FileId,
+        salt: u64,
+        offset: u64,
+    ) -> diskio::Result<()> {
+        seal_frames(&mut bytes, salt);
+        let len = bytes.len();
+        let buf = AlignedBuf::from_slice(&bytes, self.disk.alignment())?;
+        drop(bytes);
+        let synced = self.opts.durability == Durability::Sync;
+        let started = Instant::now();
+        if synced {
+            let (res, _) = self
+                .disk
+                .write_sync_at(file, vec![buf], offset, SyncKind::Data)
+                .await;
+            res?;
+            self.note_sync(started);
+        } else {
+            let (res, _) = self.disk.write_all_at(file, buf, offset).await;
+            res?;
+        }
+        self.counters.groups.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_written
+            .fetch_add(len as u64, Ordering::Relaxed);
+        {
+            let mut st = self.lock();
+            if let Some(a) = st.active.as_mut() {
+                a.offset += len as u64;
+            }
+            st.written_end = first + records;
+            if synced {
+                st.durable_end = st.written_end;
+            }
+            st.queued_bytes -= len;
+        }
+        self.progress.notify_waiters();
+        self.space.notify_waiters();
+        Ok(())
+    }
+
+    fn note_sync(&self, started: Instant) {
+        self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.counters.sync_ns_total.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    async fn sync_active(&self, file: FileId) -> diskio::Result<()> {
+        let target = self.lock().written_end;
+        let started = Instant::now();
+        self.disk.fsync(file, SyncKind::Data).await?;
+        self.note_sync(started);
+        {
+            let mut st = self.lock();
+            st.durable_end = st.durable_end.max(target);
+        }
+        self.progress.notify_waiters();
+        Ok(())
+    }
+
+    /// Seals the active segment (synced, closed) and starts a new one at the next queued LSN.
+    async fn rotate(&self) -> diskio::Result<()> {
+        let (old_file, first) = {
+            let st = self.lock();
+            match &st.active {
+                Some(a) => (a.file, st.queue_first),
+                None => return Ok(()),
+            }
+        };
+        // Every record of the old segment is durable before any record goes to the new one, so
+        // recovery can trust that damage in a sealed segment is never a torn tail.
+        let unsynced = {
+            let st = self.lock();
+            st.durable_end < st.written_end
+        };
+        if unsynced {
+            self.sync_active(old_file).await?;
+        }
+        let fresh = self.create_segment(first).await?;
+        {
+            let mut st = self.lock();
+            if let Some(old) = st.active.replace(fresh) {
+                st.sealed.push(old.seg);
+            }
+        }
+        self.counters.rotations.fetch_add(1, Ordering::Relaxed);
+        self.disk.close(old_file).await?;
+        Ok(())
+    }
+
+    /// Creates, fills, syncs and publishes (directory sync) the segment whose first LSN is
+    /// `first`.
+    async fn create_segment(&self, first: Lsn) -> diskio::Result<Active> {
+        let path = self.dir.join(segment_name(first));
+        let disk = &self.disk;
+        let file = disk
+            .open(
+                &path,
+                &OpenOptions::new().read(true).write(true).create_new(true),
+            )
+            .await?;
+        let salt = random_salt(first);
+        let size = self.opts.segment_bytes;
+        if self.opts.zero_fill {
+            let chunk = (1u64 << 20).min(size) as usize;
+            let mut at = HEADER_LEN as u64;
+            while at < size {
+                let n = chunk.min((size - at) as usize);
+                let mut zeros = disk.alloc(n)?;
+                zeros.clear();
+                zeros.resize(n)?;
+                zeros.fill(0);
+                let (res, _) = disk.write_all_at(file, zeros, at).await;
+                res?;
+                at += n as u64;
+            }
+        } else {
+            disk.preallocate(file, 0, size).await?;
+        }
+        let mut header = [0u8; HEADER_LEN];
+        SegmentHeader {
+            first_lsn: first,
+            salt,
+        }
+        .encode(&mut header);
+        let buf = AlignedBuf::from_slice(&header, disk.alignment())?;
+        let (res, _) = disk.write_all_at(file, buf, 0).await;
+        res?;
+        disk.fsync(file, SyncKind::All).await?;
+        disk.sync_dir(&self.dir).await?;
+        Ok(Active {
+            seg: SegmentRef {
+                first_lsn: first,
+                path,
+            },
+            file,
+            salt,
+            offset: HEADER_LEN as u64,
+        })
+    }
+}
+
+/// The length of the longest run of whole frames at the start of `queue` that fits in `limit`
+/// bytes, and how many frames that is.
+fn whole_frames(queue: &[u8], limit: usize) -> (usize, u64) {
+    let mut at = 0;
+    let mut n = 0;
+    while at + 16 <= queue.len() {
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&queue[at + 4..at + 8]);
+        let f = frame_len(u32::from_le_bytes(len) as usize);
+        if at + f > limit {
+            break;
+        }
+        at += f;
+        n += 1;
+    }
+    (at, n)
+}
+
+/// A salt that differs between segments and between runs: the time, the process, the LSN.
+fn random_salt(first: Lsn) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut z = now ^ (u64::from(std::process::id()) << 32) ^ first.rotate_left(17);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Poisons the log if the committer is dropped before it finished (its runtime shut down):
+/// the group it was writing may or may not be on disk, so nothing after it may be acknowledged.
+struct CommitterGuard<'a, D: DiskIo> {
+    inner: &'a Inner<D>,
+    finished: bool,
+}
+
+impl<D: DiskIo> Drop for CommitterGuard<'_, D> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.inner.poison_with(Arc::new(diskio::Error::Shutdown {
+                ctx: diskio::Context::new(diskio::Op::WriteSync),
+            }));
+        }
+    }
+}

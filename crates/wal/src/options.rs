@@ -1,0 +1,143 @@
+//! Options of a [`Wal`](crate::Wal).
+
+use crate::error::{Result, WalError};
+use crate::format::{HEADER_LEN, frame_len};
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `append` returns once the record is on stable storage (its group was written and
+    /// `fdatasync`ed). The default.
+    Sync,
+    /// `append` returns once the record is queued; groups are written in the background and
+    /// synced only by [`Wal::sync`](crate::Wal::sync), at rotation and at close. A power loss
+    /// loses what the OS had not written back. Open such a log with
+    /// [`RecoveryMode::StopAtDamage`] after a crash: unsynced pages can reach the disk in any
+    /// order.
+    None,
+}
+
+/// What recovery does with damage that has valid records after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Refuse to open ([`WalError::Corrupt`]): acknowledged data may be lost, a person should
+    /// look. A torn tail (damage with nothing valid after it) is always cut. The default.
+    #[default]
+    Strict,
+    /// Keep the records before the first damage, cut everything after it (later segments
+    /// included), and report what was cut.
+    StopAtDamage,
+}
+
+/// Options of a [`Wal`](crate::Wal).
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    pub(crate) durability: Durability,
+    pub(crate) recovery: RecoveryMode,
+    pub(crate) segment_bytes: u64,
+    pub(crate) record_max: usize,
+    pub(crate) queued_bytes_max: usize,
+    pub(crate) group_bytes_max: usize,
+    pub(crate) zero_fill: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WalOptions {
+    /// `Sync` durability, `Strict` recovery, 64 MiB segments, records up to 1 MiB, 64 MiB of
+    /// queued bytes, groups up to 4 MiB, segments zero-filled when created.
+    pub fn new() -> Self {
+        Self {
+            durability: Durability::Sync,
+            recovery: RecoveryMode::Strict,
+            segment_bytes: 64 << 20,
+            record_max: 1 << 20,
+            queued_bytes_max: 64 << 20,
+            group_bytes_max: 4 << 20,
+            zero_fill: true,
+        }
+    }
+
+    /// When an append counts as done.
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    /// What recovery does with damage before the tail.
+    pub fn recovery(mut self, mode: RecoveryMode) -> Self {
+        self.recovery = mode;
+        self
+    }
+
+    /// Size of a segment file, header included (at least 64 KiB and room for one largest
+    /// record).
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes;
+        self
+    }
+
+    /// Largest record payload accepted (at most 256 MiB).
+    pub fn record_max(mut self, bytes: usize) -> Self {
+        self.record_max = bytes;
+        self
+    }
+
+    /// Bytes of records queued and not yet written; `append` waits while the queue is full.
+    /// At least one largest frame.
+    pub fn queued_bytes_max(mut self, bytes: usize) -> Self {
+        self.queued_bytes_max = bytes;
+        self
+    }
+
+    /// Most bytes one group commit writes (a larger queue goes down in several groups).
+    pub fn group_bytes_max(mut self, bytes: usize) -> Self {
+        self.group_bytes_max = bytes;
+        self
+    }
+
+    /// Write zeros over a new segment before use (default on). Group commits over blocks that
+    /// were written before are several times cheaper to sync than ones that grow the file or
+    /// fill preallocated extents, because the sync then has no metadata to journal.
+    pub fn zero_fill(mut self, on: bool) -> Self {
+        self.zero_fill = on;
+        self
+    }
+
+    /// Largest frame, header and padding included.
+    pub(crate) fn frame_max(&self) -> usize {
+        frame_len(self.record_max)
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |s: String| Err(WalError::InvalidOptions(s));
+        if self.record_max > 256 << 20 {
+            return bad(format!(
+                "record_max must be at most 256 MiB, not {}",
+                self.record_max
+            ));
+        }
+        let need = (HEADER_LEN + self.frame_max()) as u64;
+        if self.segment_bytes < need.max(64 << 10) {
+            return bad(format!(
+                "segment_bytes must be at least 64 KiB and hold one largest record ({need} bytes), not {}",
+                self.segment_bytes
+            ));
+        }
+        if self.queued_bytes_max < self.frame_max() {
+            return bad(format!(
+                "queued_bytes_max must hold one largest frame ({} bytes), not {}",
+                self.frame_max(),
+                self.queued_bytes_max
+            ));
+        }
+        if self.group_bytes_max == 0 {
+            return bad("group_bytes_max must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,235 @@
+//! Reading the log from any LSN, across segments, while writers append.
+
+use std::sync::Arc;
+
+use diskio::{DiskIo, FileId, OpenOptions};
+
+use crate::Lsn;
+use crate::error::{Result, WalError};
+use crate::format::{FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, decode_frame, frame_len};
+use crate::log::Inner;
+
+/// Bytes read from a segment at a time (more when one record is larger).
+const WINDOW: usize = 256 << 10;
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Its bytes.
+    pub data: Vec<u8>,
+}
+
+/// Streams records in LSN order from a starting LSN, across segments, with memory bounded by
+/// one read window (256 KiB, or one record if larger). It sees only records that are durable (in
+/// [`Durability::None`](crate::Durability::None): written); [`next`](Self::next) returns
+/// `None` at the end of those and can be called again after more appends.
+pub struct Reader<D: DiskIo> {
+    inner: Arc<Inner<D>>,
+    next: Lsn,
+    seg: Option<OpenSegment>,
+}
+
+struct OpenSegment {
+    file: FileId,
+    first_lsn: Lsn,
+    salt: u64,
+    /// LSN of the frame at `pos`.
+    lsn: Lsn,
+    /// File offset of the next frame.
+    pos: u64,
+    /// Bytes read from `window_at`.
+    window: Vec<u8>,
+    window_at: u64,
+    /// What readers could see when the window was read: records below it were complete then.
+    window_visible: Lsn,
+}
+
+impl<D: DiskIo> Reader<D> {
+    pub(crate) fn new(inner: Arc<Inner<D>>, from: Lsn) -> Self {
+        Self {
+            inner,
+            next: from.max(1),
+            seg: None,
+        }
+    }
+
+    /// The LSN the next record will have.
+    pub fn position(&self) -> Lsn {
+        self.next
+    }
+
+    /// The next record, or `None` if every visible record has been read.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Truncated`] if the records asked for were removed;
+    /// [`WalError::Corrupt`] if a record that is durable does not verify; [`WalError::Io`].
+    pub async fn next(&mut self) -> Result<Option<Record>> {
+        loop {
+            if self.next >= self.inner.visible_end() {
+                return Ok(None);
+            }
+            if self.seg.is_none() {
+                self.open_segment().await?;
+            }
+            let Some(seg) = self.seg.as_mut() else {
+                return Ok(None);
+            };
+            let record_max = self.inner.opts.record_max;
+            let visible = self.inner.visible_end();
+            fill(&self.inner.disk, seg, FRAME_HEADER_LEN, visible).await?;
+            let have = &seg.window[(seg.pos - seg.window_at) as usize..];
+            let need = if have.len() >= FRAME_HEADER_LEN {
+                let mut len = [0u8; 4];
+                len.copy_from_slice(&have[4..8]);
+                frame_len((u32::from_le_bytes(len) as usize).min(record_max + 1))
+            } else {
+                FRAME_HEADER_LEN
+            };
+            fill(&self.inner.disk, seg, need, visible).await?;
+            let at = (seg.pos - seg.window_at) as usize;
+            match decode_frame(&seg.window[at..], seg.lsn, seg.salt, record_max) {
+                Frame::Record { payload, frame_len } => {
+                    let lsn = seg.lsn;
+                    let data = (lsn == self.next).then(|| payload.to_vec());
+                    seg.pos += frame_len as u64;
+                    seg.lsn += 1;
+                    if let Some(data) = data {
+                        self.next += 1;
+                        return Ok(Some(Record { lsn, data }));
+                    }
+                }
+                Frame::End | Frame::Invalid(_) => {
+                    // The records of this segment end here if the next segment starts at this
+                    // LSN (what follows the last record of a sealed segment is never read).
+                    let (segments, _) = self.inner.segments();
+                    let continues = segments.iter().any(|s| s.first_lsn == seg.lsn);
+                    let reason =
+                        match decode_frame(&seg.window[at..], seg.lsn, seg.salt, record_max) {
+                            Frame::Invalid(r) if !continues => Some(r),
+                            _ => None,
+                        };
+                    if let Some(reason) = reason {
+                        let path = segments
+                            .iter()
+                            .rev()
+                            .find(|s| s.first_lsn <= seg.first_lsn)
+                            .map(|s| s.path.clone())
+                            .unwrap_or_default();
+                        return Err(WalError::Corrupt {
+                            segment: path,
+                            offset: seg.pos,
+                            lsn: seg.lsn,
+                            reason: reason.to_owned(),
+                        });
+                    }
+                    self.next = self.next.max(seg.lsn);
+                    let file = seg.file;
+                    self.seg = None;
+                    self.inner.disk.close(file).await?;
+                }
+            }
+        }
+    }
+
+    /// Opens the segment that holds `self.next`.
+    async fn open_segment(&mut self) -> Result<()> {
+        let (segments, first) = self.inner.segments();
+        if self.next < first {
+            return Err(WalError::Truncated {
+                lsn: self.next,
+                first,
+            });
+        }
+        let Some(seg) = segments.iter().rev().find(|s| s.first_lsn <= self.next) else {
+            return Ok(());
+        };
+        let disk = &self.inner.disk;
+        let file = match disk.open(&seg.path, &OpenOptions::new()).await {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let (_, first) = self.inner.segments();
+                return Err(WalError::Truncated {
+                    lsn: self.next,
+                    first,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let buf = disk.alloc(HEADER_LEN).and_then(|mut b| {
+            b.resize(HEADER_LEN)?;
+            Ok(b)
+        })?;
+        let (res, buf) = disk.read_exact_at(file, buf, 0).await;
+        if let Err(e) = res {
+            disk.close(file).await?;
+            return Err(e.into());
+        }
+        let header = match SegmentHeader::decode(&buf) {
+            Ok(h) => h,
+            Err(e) => {
+                disk.close(file).await?;
+                return Err(WalError::BadHeader {
+                    segment: seg.path.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        self.seg = Some(OpenSegment {
+            file,
+            first_lsn: seg.first_lsn,
+            salt: header.salt,
+            lsn: seg.first_lsn,
+            pos: HEADER_LEN as u64,
+            window: Vec::new(),
+            window_at: HEADER_LEN as u64,
+            window_visible: 0,
+        });
+        Ok(())
+    }
+}
+
+impl<D: DiskIo> Drop for Reader<D> {
+    fn drop(&mut self) {
+        if let Some(seg) = self.seg.take() {
+            // Closing is an async call; a file id left open is released with the backend.
+            // Spawn the close where a runtime is at hand.
+            let inner = Arc::clone(&self.inner);
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(async move {
+                    let _ = inner.disk.close(seg.file).await;
+                });
+            }
+        }
+    }
+}
+
+/// Makes sure the window holds at least `need` bytes from `seg.pos` (fewer at end of file).
+async fn fill<D: DiskIo>(disk: &D, seg: &mut OpenSegment, need: usize, visible: Lsn) -> Result<()> {
+    let start = (seg.pos - seg.window_at) as usize;
+    if seg.window.len() >= start + need {
+        return Ok(());
+    }
+    seg.window_visible = visible;
+    let want = need.max(WINDOW);
+    seg.window.clear();
+    seg.window_at = seg.pos;
+    // Read until `want` bytes or end of file.
+    while seg.window.len() < want {
+        let left = want - seg.window.len();
+        let buf = disk.alloc(left).and_then(|mut b| {
+            b.resize(left)?;
+            Ok(b)
+        })?;
+        let at = seg.pos + seg.window.len() as u64;
+        let (res, buf) = disk.read_at(seg.file, buf, at).await;
+        let n = res?;
+        if n == 0 {
+            break;
+        }
+        seg.window.extend_from_slice(&buf[..n]);
+    }
+    Ok(())
+}
