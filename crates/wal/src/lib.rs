@@ -50,7 +50,7 @@
 //! [`DefaultDisk`] is the backend chosen by cargo feature: `blocking` (default,
 //! `diskio_blocking::BlockingDisk`) or `raw` (`diskio_raw::RawDisk`, io_uring). Any `DiskIo`
 //! works with [`Wal::open`], including `Arc<dyn DynDiskIo>` for a choice made at run time; with
-//! the `raw` feature, [`auto_disk`] picks io_uring when the kernel allows it and falls back to the
+//! the `raw` feature, `auto_disk` picks io_uring when the kernel allows it and falls back to the
 //! blocking backend otherwise, logging why.
 //!
 //! ## Not yet
