@@ -11,6 +11,7 @@ pub mod engines;
 pub mod fio;
 pub mod report;
 pub mod scratch;
+pub mod wal_bench;
 
 use std::time::{Duration, Instant};
 

@@ -6,10 +6,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use benches::engines::{self, Engine};
+use benches::report::Figures;
 use benches::report::{self, EngineRuns, WorkloadResult};
+use benches::wal_bench::{self, WalBackend, WalWorkload};
 use benches::{Pattern, Workload, fio, scratch};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use wal::Durability;
 
 /// Compare diskio backends with plain `pread` threads and `tokio::fs` on your disk.
 #[derive(Parser, Debug)]
@@ -161,7 +164,11 @@ fn run(args: &Args) -> Result<(), String> {
         .into_iter()
         .filter(|(w, _)| args.only.as_deref().is_none_or(|o| w.name.contains(o)))
         .collect();
-    if chosen.is_empty() {
+    let wal_chosen: Vec<WalWorkload> = wal_workloads(args)
+        .into_iter()
+        .filter(|w| args.only.as_deref().is_none_or(|o| w.name.contains(o)))
+        .collect();
+    if chosen.is_empty() && wal_chosen.is_empty() {
         return Err("--only matched no workload".into());
     }
     let mut engines = vec![Engine::Threads];
@@ -237,13 +244,99 @@ fn run(args: &Args) -> Result<(), String> {
         });
     }
     bar.finish_and_clear();
-    println!("{}", report::table(&results, args.runs));
-    print_trait_cost(&results);
+    if !results.is_empty() {
+        println!("{}", report::table(&results, args.runs));
+        print_trait_cost(&results);
+    }
+    if !wal_chosen.is_empty() {
+        run_wal(args, &wal_chosen, &results)?;
+    }
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
     if args.clean {
         std::fs::remove_dir_all(&args.dir)
             .map_err(|e| format!("removing {}: {e}", args.dir.display()))?;
     }
+    Ok(())
+}
+
+fn wal_workloads(args: &Args) -> Vec<WalWorkload> {
+    let duration = Duration::from_millis(args.duration_ms);
+    let w = |name, writers, durability| WalWorkload {
+        name,
+        writers,
+        record: 256,
+        durability,
+        duration,
+    };
+    vec![
+        w("WAL durable, 1 writer", 1, Durability::Sync),
+        w("WAL durable, 64 writers", 64, Durability::Sync),
+        w("WAL durable, 1024 writers", 1024, Durability::Sync),
+        w("WAL unsynced, 1 writer", 1, Durability::None),
+    ]
+}
+
+/// Runs the WAL workloads on each backend, alternating, and prints medians; the durable single
+/// writer is compared with a thread doing `pwrite` + `fdatasync` over written blocks, when that
+/// workload ran.
+fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> Result<(), String> {
+    let backends = [WalBackend::Blocking, WalBackend::Raw];
+    let bar = ProgressBar::new((chosen.len() * backends.len() * args.runs) as u64);
+    let sync_ref = engines
+        .iter()
+        .find(|r| r.workload.pattern == Pattern::WriteSync)
+        .and_then(|r| r.figures(Engine::Threads));
+    let mut rows = Vec::new();
+    for w in chosen {
+        let mut runs: Vec<Result<Vec<Figures>, String>> = vec![Ok(Vec::new()); backends.len()];
+        for run in 0..args.runs {
+            for k in 0..backends.len() {
+                let i = (k + run) % backends.len();
+                bar.set_message(format!("{} / {}", w.name, backends[i].name()));
+                if let Ok(v) = &mut runs[i] {
+                    match wal_bench::run(backends[i], w, &args.dir.join("wal")) {
+                        Ok(f) => v.push(f),
+                        Err(e) => runs[i] = Err(e),
+                    }
+                }
+                bar.inc(1);
+            }
+        }
+        rows.push((w, runs));
+    }
+    bar.finish_and_clear();
+    println!(
+        "{:<28} {:<24} {:>11} {:>9} {:>9}  vs one thread's pwrite+fdatasync (written blocks)",
+        "WAL, 256-byte records", "backend", "records/s", "p50 us", "p99 us"
+    );
+    println!("{}", "-".repeat(130));
+    for (w, runs) in rows {
+        for (k, r) in runs.iter().enumerate() {
+            let label = if k == 0 { w.name } else { "" };
+            match r {
+                Ok(v) => {
+                    let f = Figures::median(v);
+                    let vs = match sync_ref {
+                        Some(rf) if w.writers == 1 && w.durability == Durability::Sync => format!(
+                            "{:.2}x p50 (reference p50 {:.1} us)",
+                            f.p50_us / rf.p50_us,
+                            rf.p50_us
+                        ),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "{label:<28} {:<24} {:>11.0} {:>9.1} {:>9.1}  {vs}",
+                        backends[k].name(),
+                        f.iops,
+                        f.p50_us,
+                        f.p99_us
+                    );
+                }
+                Err(e) => println!("{label:<28} {:<24} cannot run: {e}", backends[k].name()),
+            }
+        }
+    }
+    println!("\nmedians of {} run(s), backends alternated", args.runs);
     Ok(())
 }
 
