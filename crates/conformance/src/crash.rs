@@ -542,6 +542,25 @@ impl DiskIo for CrashDisk {
         }
     }
 
+    async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        let mut state = self.lock();
+        let Some(file) = state.files.remove(from) else {
+            return Err(Error::from_errno(
+                Context::new(Op::Dir).path(from),
+                libc::ENOENT,
+            ));
+        };
+        state.files.insert(to.to_path_buf(), file);
+        // Open handles follow the file, as descriptors do.
+        let to: Arc<Path> = Arc::from(to);
+        for handle in state.open.values_mut() {
+            if *handle.path == *from {
+                handle.path = Arc::clone(&to);
+            }
+        }
+        Ok(())
+    }
+
     async fn sync_dir(&self, _dir: &Path) -> Result<()> {
         // Directory entries are durable at once in this model (see the module docs).
         Ok(())

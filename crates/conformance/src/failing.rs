@@ -20,7 +20,7 @@ pub enum FaultTarget {
     Write,
     /// `fsync` of either kind (and the sync half of `write_sync_at`), and `sync_dir`.
     Sync,
-    /// Writes, syncs, `preallocate`, `set_len`, `create_dir_all` and `remove_file`: every
+    /// Writes, syncs, `preallocate`, `set_len`, `create_dir_all`, `remove_file` and `rename`: every
     /// operation that changes a file or a directory.
     Any,
 }
@@ -282,6 +282,12 @@ impl<D: DiskIo> DiskIo for FailingDisk<D> {
             return Err(e);
         }
         self.inner.remove_file(path).await
+    }
+    async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        if let Some(e) = self.fault(Kind::Meta, || Context::new(Op::Dir).path(from)) {
+            return Err(e);
+        }
+        self.inner.rename(from, to).await
     }
     async fn sync_dir(&self, dir: &Path) -> Result<()> {
         if let Some(e) = self.fault(Kind::Sync, || Context::new(Op::Dir).path(dir)) {

@@ -403,6 +403,37 @@ impl DiskIo for BlockingDisk {
         .await
     }
 
+    async fn write_sync_at(
+        &self,
+        file: FileId,
+        bufs: Vec<AlignedBuf>,
+        offset: u64,
+        kind: SyncKind,
+    ) -> BufResult<usize, Vec<AlignedBuf>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let ctx = Context::new(Op::Writev)
+            .file(file)
+            .offset(offset)
+            .len(total as u64);
+        let timer = self.inner.stats.start(Op::Writev);
+        let parts = bufs.iter().map(|b| (b.as_ptr() as usize, b.len()));
+        let f = match self.prepare(file, &ctx, Access::Write, offset, parts) {
+            Ok(f) => f,
+            Err(e) => {
+                timer.err();
+                return (Err(e), bufs);
+            }
+        };
+        let sync_timer = self.inner.stats.start(Op::Sync);
+        self.submit(ctx, bufs, move |bufs, ctx| {
+            let out = write::writev_all_then_sync(&f, bufs, offset, kind, ctx);
+            timer.finish(&out.0, |&n| n as u64);
+            sync_timer.finish(&out.0, |_| 0);
+            out
+        })
+        .await
+    }
+
     async fn fsync(&self, file: FileId, kind: SyncKind) -> Result<()> {
         let ctx = Context::new(Op::Sync).file(file);
         let timer = self.inner.stats.start(Op::Sync);

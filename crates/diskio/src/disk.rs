@@ -195,7 +195,8 @@ pub trait DiskIo: Send + Sync + 'static {
 
     /// The names of the regular files in directory `dir` (not its subdirectories), sorted.
     ///
-    /// The directory operations (`list_dir`, `create_dir_all`, `remove_file`, `sync_dir`) are
+    /// The directory operations (`list_dir`, `create_dir_all`, `remove_file`, `rename`,
+    /// `sync_dir`) are
     /// rare metadata work (a log creating or dropping a segment). Their provided versions call
     /// `std::fs` on the calling thread; a backend with its own namespace (such as an in-memory
     /// test disk) overrides them.
@@ -242,6 +243,19 @@ pub trait DiskIo: Send + Sync + 'static {
     fn remove_file(&self, path: &Path) -> impl Future<Output = Result<()>> + Send {
         let res =
             std::fs::remove_file(path).map_err(|e| Error::io(Context::new(Op::Dir).path(path), e));
+        std::future::ready(res)
+    }
+
+    /// Renames the file at `from` to `to`, replacing `to` if it exists. The new name is durable
+    /// only after [`sync_dir`](Self::sync_dir) of its directory. Files open under the old name
+    /// stay open.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`].
+    fn rename(&self, from: &Path, to: &Path) -> impl Future<Output = Result<()>> + Send {
+        let res =
+            std::fs::rename(from, to).map_err(|e| Error::io(Context::new(Op::Dir).path(from), e));
         std::future::ready(res)
     }
 

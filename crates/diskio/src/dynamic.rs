@@ -77,6 +77,8 @@ pub trait DynDiskIo: Send + Sync + 'static {
     async fn create_dir_all(&self, dir: &Path) -> Result<()>;
     /// See [`DiskIo::remove_file`].
     async fn remove_file(&self, path: &Path) -> Result<()>;
+    /// See [`DiskIo::rename`].
+    async fn rename(&self, from: &Path, to: &Path) -> Result<()>;
     /// See [`DiskIo::sync_dir`].
     async fn sync_dir(&self, dir: &Path) -> Result<()>;
 }
@@ -151,6 +153,9 @@ impl<T: DiskIo> DynDiskIo for T {
     async fn remove_file(&self, path: &Path) -> Result<()> {
         DiskIo::remove_file(self, path).await
     }
+    async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        DiskIo::rename(self, from, to).await
+    }
     async fn sync_dir(&self, dir: &Path) -> Result<()> {
         DiskIo::sync_dir(self, dir).await
     }
@@ -224,6 +229,9 @@ impl DiskIo for Arc<dyn DynDiskIo> {
     }
     async fn remove_file(&self, path: &Path) -> Result<()> {
         (**self).remove_file(path).await
+    }
+    async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        (**self).rename(from, to).await
     }
     async fn sync_dir(&self, dir: &Path) -> Result<()> {
         (**self).sync_dir(dir).await

@@ -53,10 +53,17 @@
 //! the `raw` feature, `auto_disk` picks io_uring when the kernel allows it and falls back to the
 //! blocking backend otherwise, logging why.
 //!
+//! ## Segments
+//!
+//! Segments are files of `segment_bytes`, named by their first LSN. The next one is created,
+//! zero-filled and synced in the background under a temporary name; rotation writes its header,
+//! renames it and syncs the directory, so appenders never wait for a 64 MiB fill. Group commits
+//! then write over blocks that were written before, which makes their `fdatasync` cheaper than
+//! one that grows the file.
+//!
 //! ## Not yet
 //!
-//! The next segment is created (and zero-filled) at rotation, on the committer's path, not in
-//! the background yet; there is no `O_DIRECT` mode and no `Periodic` durability yet.
+//! No `O_DIRECT` mode, no `Periodic` durability, no partitions yet.
 
 #![forbid(unsafe_code)]
 

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::error::{Result, WalError};
 use crate::format::{
-    HEADER_LEN, SegmentHeader, encode_frame, frame_len, seal_frames, segment_name,
+    HEADER_LEN, SegmentHeader, TEMP_SUFFIX, encode_frame, frame_len, seal_frames, segment_name,
 };
 use crate::options::{Durability, WalOptions};
 use crate::reader::Reader;
@@ -106,6 +106,16 @@ struct State {
     first_lsn: Lsn,
     sealed: Vec<SegmentRef>,
     active: Option<Active>,
+    /// The next segment's file, created and zero-filled in the background, not yet named.
+    prepared: Option<Prepared>,
+    preparing: bool,
+    prepared_count: u64,
+}
+
+/// A segment file made ready ahead of time under a temporary name.
+struct Prepared {
+    file: FileId,
+    path: PathBuf,
 }
 
 /// What the committer does next.
@@ -165,6 +175,9 @@ impl<D: DiskIo> Wal<D> {
                 first_lsn: report.first_lsn,
                 sealed,
                 active,
+                prepared: None,
+                preparing: false,
+                prepared_count: 0,
             }),
             progress: Notify::new(),
             space: Notify::new(),
@@ -176,6 +189,7 @@ impl<D: DiskIo> Wal<D> {
             let active = wal.inner.create_segment(next).await?;
             wal.inner.lock().active = Some(active);
         }
+        Inner::start_preparing(&wal.inner);
         Ok((wal, report))
     }
 
@@ -381,9 +395,25 @@ impl<D: DiskIo> Wal<D> {
             }
             progress.await;
         }
-        let file = inner.lock().active.as_ref().map(|a| a.file);
+        // Let a segment being prepared finish, then drop it: it was never part of the log.
+        loop {
+            let mut progress = pin!(inner.progress.notified());
+            progress.as_mut().enable();
+            if !inner.lock().preparing {
+                break;
+            }
+            progress.await;
+        }
+        let (file, prepared) = {
+            let mut st = inner.lock();
+            (st.active.as_ref().map(|a| a.file), st.prepared.take())
+        };
         inner.progress.notify_waiters();
         inner.space.notify_waiters();
+        if let Some(p) = prepared {
+            inner.disk.close(p.file).await?;
+            inner.disk.remove_file(&p.path).await?;
+        }
         if let Some(f) = file {
             inner.disk.close(f).await?;
         }
@@ -529,7 +559,7 @@ impl<D: DiskIo> Inner<D> {
                         .write_group(bytes, first, records, file, salt, offset)
                         .await
                 }
-                Work::Rotate => inner.rotate().await,
+                Work::Rotate => Inner::rotate(&inner).await,
                 Work::Sync(file) => inner.sync_active(file).await,
             };
             if let Err(cause) = res {
@@ -649,38 +679,179 @@ impl<D: DiskIo> Inner<D> {
         Ok(())
     }
 
-    /// Seals the active segment (synced, closed) and starts a new one at the next queued LSN.
-    async fn rotate(&self) -> diskio::Result<()> {
+    /// Seals the active segment (synced, closed) and starts a new one at the next queued LSN,
+    /// from the file prepared in the background when there is one.
+    async fn rotate(inner: &Arc<Self>) -> diskio::Result<()> {
         let (old_file, first) = {
-            let st = self.lock();
+            let st = inner.lock();
             match &st.active {
                 Some(a) => (a.file, st.queue_first),
                 None => return Ok(()),
             }
         };
         // Every record of the old segment is durable before any record goes to the new one, so
-        // recovery can trust that damage in a sealed segment is never a torn tail.
+        // recovery can trust that a sealed segment's end is final.
         let unsynced = {
-            let st = self.lock();
+            let st = inner.lock();
             st.durable_end < st.written_end
         };
         if unsynced {
-            self.sync_active(old_file).await?;
+            inner.sync_active(old_file).await?;
         }
-        let fresh = self.create_segment(first).await?;
+        let fresh = match inner.take_prepared().await {
+            Some(p) => inner.publish(p, first).await?,
+            None => inner.create_segment(first).await?,
+        };
         {
-            let mut st = self.lock();
+            let mut st = inner.lock();
             if let Some(old) = st.active.replace(fresh) {
                 st.sealed.push(old.seg);
             }
         }
-        self.counters.rotations.fetch_add(1, Ordering::Relaxed);
-        self.disk.close(old_file).await?;
+        inner.counters.rotations.fetch_add(1, Ordering::Relaxed);
+        inner.disk.close(old_file).await?;
+        Self::start_preparing(inner);
         Ok(())
     }
 
+    /// Starts preparing the next segment in the background, unless one is ready or under way
+    /// (or no Tokio runtime is at hand: rotation then creates the segment itself).
+    fn start_preparing(inner: &Arc<Self>) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let n = {
+            let mut st = inner.lock();
+            if st.preparing || st.prepared.is_some() || st.closed || st.poison.is_some() {
+                return;
+            }
+            st.preparing = true;
+            st.prepared_count += 1;
+            st.prepared_count
+        };
+        let inner = Arc::clone(inner);
+        handle.spawn(async move {
+            let made = inner.prepare_file(n).await;
+            {
+                let mut st = inner.lock();
+                st.preparing = false;
+                match made {
+                    Ok(p) => st.prepared = Some(p),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "preparing the next WAL segment failed; rotation will create it");
+                    }
+                }
+            }
+            inner.progress.notify_waiters();
+        });
+    }
+
+    /// The prepared segment file, waiting for it if it is being made.
+    async fn take_prepared(&self) -> Option<Prepared> {
+        loop {
+            let mut progress = pin!(self.progress.notified());
+            progress.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if let Some(p) = st.prepared.take() {
+                    return Some(p);
+                }
+                if !st.preparing {
+                    return None;
+                }
+            }
+            progress.await;
+        }
+    }
+
+    /// Creates a segment-sized file under a temporary name, filled (zeros, or preallocated) and
+    /// synced, so that later group commits into it have no metadata to journal.
+    async fn prepare_file(&self, n: u64) -> diskio::Result<Prepared> {
+        let path = self.dir.join(format!("prepared-{n}{TEMP_SUFFIX}"));
+        let file = self
+            .disk
+            .open(
+                &path,
+                &OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+            )
+            .await?;
+        let filled = async {
+            self.fill(file).await?;
+            self.disk.fsync(file, SyncKind::All).await
+        }
+        .await;
+        if let Err(e) = filled {
+            let _ = self.disk.close(file).await;
+            let _ = self.disk.remove_file(&path).await;
+            return Err(e);
+        }
+        Ok(Prepared { file, path })
+    }
+
+    /// Writes the header of a prepared file and gives it its segment name (synced, directory
+    /// synced): from here on it is part of the log.
+    async fn publish(&self, p: Prepared, first: Lsn) -> diskio::Result<Active> {
+        let salt = self.write_header(p.file, first).await?;
+        let path = self.dir.join(segment_name(first));
+        self.disk.rename(&p.path, &path).await?;
+        self.disk.sync_dir(&self.dir).await?;
+        Ok(Active {
+            seg: SegmentRef {
+                first_lsn: first,
+                path,
+            },
+            file: p.file,
+            salt,
+            offset: HEADER_LEN as u64,
+        })
+    }
+
+    /// Fills a new segment file: zeros over the whole size (`zero_fill`), else preallocation.
+    async fn fill(&self, file: FileId) -> diskio::Result<()> {
+        let disk = &self.disk;
+        let size = self.opts.segment_bytes;
+        if !self.opts.zero_fill {
+            return disk.preallocate(file, 0, size).await;
+        }
+        let chunk = (1u64 << 20).min(size) as usize;
+        let mut at = 0u64;
+        while at < size {
+            let n = chunk.min((size - at) as usize);
+            let mut zeros = disk.alloc(n)?;
+            zeros.clear();
+            zeros.resize(n)?;
+            zeros.fill(0);
+            let (res, _) = disk.write_all_at(file, zeros, at).await;
+            res?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes (and syncs) the header of the segment starting at `first`; returns its salt.
+    async fn write_header(&self, file: FileId, first: Lsn) -> diskio::Result<u64> {
+        let salt = random_salt(first);
+        let mut header = [0u8; HEADER_LEN];
+        SegmentHeader {
+            first_lsn: first,
+            salt,
+        }
+        .encode(&mut header);
+        let buf = AlignedBuf::from_slice(&header, self.disk.alignment())?;
+        let (res, _) = self
+            .disk
+            .write_sync_at(file, vec![buf], 0, SyncKind::Data)
+            .await;
+        res?;
+        Ok(salt)
+    }
+
     /// Creates, fills, syncs and publishes (directory sync) the segment whose first LSN is
-    /// `first`.
+    /// `first`, on the caller's path (the first segment, or when none was prepared).
     async fn create_segment(&self, first: Lsn) -> diskio::Result<Active> {
         let path = self.dir.join(segment_name(first));
         let disk = &self.disk;
@@ -690,33 +861,8 @@ impl<D: DiskIo> Inner<D> {
                 &OpenOptions::new().read(true).write(true).create_new(true),
             )
             .await?;
-        let salt = random_salt(first);
-        let size = self.opts.segment_bytes;
-        if self.opts.zero_fill {
-            let chunk = (1u64 << 20).min(size) as usize;
-            let mut at = HEADER_LEN as u64;
-            while at < size {
-                let n = chunk.min((size - at) as usize);
-                let mut zeros = disk.alloc(n)?;
-                zeros.clear();
-                zeros.resize(n)?;
-                zeros.fill(0);
-                let (res, _) = disk.write_all_at(file, zeros, at).await;
-                res?;
-                at += n as u64;
-            }
-        } else {
-            disk.preallocate(file, 0, size).await?;
-        }
-        let mut header = [0u8; HEADER_LEN];
-        SegmentHeader {
-            first_lsn: first,
-            salt,
-        }
-        .encode(&mut header);
-        let buf = AlignedBuf::from_slice(&header, disk.alignment())?;
-        let (res, _) = disk.write_all_at(file, buf, 0).await;
-        res?;
+        self.fill(file).await?;
+        let salt = self.write_header(file, first).await?;
         disk.fsync(file, SyncKind::All).await?;
         disk.sync_dir(&self.dir).await?;
         Ok(Active {

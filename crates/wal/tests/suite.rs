@@ -590,3 +590,28 @@ fn unsynced_appends_are_durable_after_sync() {
         log2.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_leftover_prepared_segment_is_removed_at_open() {
+    block_on(async {
+        let (disk, dir) = log_of(10).await;
+        let stray = dir.join("prepared-7.wal.tmp");
+        let f = disk
+            .open(&stray, &diskio::OpenOptions::read_write_create())
+            .await
+            .unwrap();
+        disk.close(f).await.unwrap();
+        let (log, report) = Wal::open(disk.clone(), &dir, small()).await.unwrap();
+        assert_eq!(report.removed, vec![stray.clone()]);
+        assert_eq!(report.records, 10);
+        log.close().await.unwrap();
+        assert!(
+            !disk
+                .list_dir(&dir)
+                .await
+                .unwrap()
+                .iter()
+                .any(|n| n.ends_with(".tmp"))
+        );
+    });
+}
