@@ -40,6 +40,10 @@
 //!   later call fail with [`WalError::Poisoned`], naming the cause; nothing is acknowledged after
 //!   it (a failed fsync is never retried as if the data were safe). Reopening recovers what is
 //!   durable.
+//! - **Other durability**: [`Durability::None`] returns once a record is queued and syncs only
+//!   on [`Wal::sync`], rotation and close; [`Durability::Periodic`] also syncs on a timer.
+//! - **Observability**: [`Wal::stats`] gives counters and the distributions of group size,
+//!   commit latency and sync latency.
 //! - **Bounded memory**: records above `record_max` are refused; `append` waits while
 //!   `queued_bytes_max` bytes are queued; readers hold one window.
 //!
@@ -63,7 +67,7 @@
 //!
 //! ## Not yet
 //!
-//! No `O_DIRECT` mode, no `Periodic` durability, no partitions yet.
+//! No `O_DIRECT` mode and no partitions yet.
 
 #![forbid(unsafe_code)]
 
@@ -108,7 +112,7 @@ pub fn auto_disk() -> diskio::Result<(std::sync::Arc<dyn diskio::DynDiskIo>, Opt
     Ok((auto.disk, auto.fallback_reason))
 }
 
-/// Counters of a [`Wal`] since it was opened.
+/// Counters and distributions of a [`Wal`] since it was opened ([`Wal::stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct WalStats {
     /// Records appended.
@@ -117,12 +121,17 @@ pub struct WalStats {
     pub groups: u64,
     /// Bytes written in groups (frames, headers included).
     pub bytes_written: u64,
-    /// Syncs of the log's data.
+    /// Syncs of the log's data (a group's write + sync counts once).
     pub syncs: u64,
     /// Segments started after the first.
     pub rotations: u64,
-    /// Mean time of a group's write + sync (or of a sync), µs.
-    pub sync_mean_us: f64,
+    /// Records per group.
+    pub group_records: Summary,
+    /// Per group, µs from its oldest record being queued to the group being done (durable in
+    /// `Sync`): the longest wait of that group's appenders.
+    pub commit_us: Summary,
+    /// Per sync (a group's write + sync in `Sync` mode), µs.
+    pub sync_us: Summary,
 }
 
 impl WalStats {
@@ -132,6 +141,36 @@ impl WalStats {
             0.0
         } else {
             self.appends as f64 / self.groups as f64
+        }
+    }
+}
+
+/// A distribution in brief.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Summary {
+    /// Values recorded.
+    pub count: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Summary {
+    pub(crate) fn of(h: &hdrhistogram::Histogram<u64>, unit: f64) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            mean: h.mean() / unit,
+            p50: h.value_at_quantile(0.5) as f64 / unit,
+            p99: h.value_at_quantile(0.99) as f64 / unit,
+            max: h.max() as f64 / unit,
         }
     }
 }

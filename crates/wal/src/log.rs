@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions, SyncKind};
+use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
 use crate::error::{Result, WalError};
@@ -16,7 +17,7 @@ use crate::format::{
 use crate::options::{Durability, WalOptions};
 use crate::reader::Reader;
 use crate::recovery::{FoundSegment, RecoveryReport, recover};
-use crate::{Lsn, WalStats};
+use crate::{Lsn, Summary, WalStats};
 
 /// A segmented, checksummed, group-commit write-ahead log on any [`DiskIo`] backend.
 ///
@@ -59,6 +60,20 @@ pub(crate) struct Inner<D> {
     /// Woken when queued bytes drop.
     space: Notify,
     counters: Counters,
+    /// The `Periodic` timer thread, woken to exit when the log closes or goes.
+    ticker: Mutex<Option<std::thread::Thread>>,
+}
+
+impl<D> Drop for Inner<D> {
+    fn drop(&mut self) {
+        let ticker = self
+            .ticker
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = ticker.take() {
+            t.unpark();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -68,7 +83,34 @@ struct Counters {
     bytes_written: AtomicU64,
     syncs: AtomicU64,
     rotations: AtomicU64,
-    sync_ns_total: AtomicU64,
+    /// Updated by the committer, once per group or sync.
+    histograms: Mutex<Histograms>,
+}
+
+/// Distributions the committer records.
+struct Histograms {
+    /// Records per group.
+    group_records: Histogram<u64>,
+    /// Nanoseconds from the oldest record of a group being queued to the group being done
+    /// (durable in `Sync`, written in `None`): the worst wait of that group's appenders.
+    commit_ns: Histogram<u64>,
+    /// Nanoseconds per sync (a group's write + sync, or a lone sync).
+    sync_ns: Histogram<u64>,
+}
+
+impl Default for Histograms {
+    fn default() -> Self {
+        Self {
+            group_records: histogram(),
+            commit_ns: histogram(),
+            sync_ns: histogram(),
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    #[allow(clippy::expect_used)] // constant bounds, valid: nothing a user or the OS can change
+    Histogram::new_with_bounds(1, 1 << 40, 2).expect("valid histogram bounds")
 }
 
 /// A segment of the log that the reader can find.
@@ -92,6 +134,8 @@ struct State {
     queue: Vec<u8>,
     /// LSN of the first frame in `queue`.
     queue_first: Lsn,
+    /// When the oldest record in `queue` was queued.
+    queue_since: Option<Instant>,
     /// Bytes queued or being written.
     queued_bytes: usize,
     committing: bool,
@@ -100,6 +144,8 @@ struct State {
     /// Every LSN below this is durable.
     durable_end: Lsn,
     sync_wanted: bool,
+    /// When the log's data was last synced (for `Periodic`).
+    last_sync: Instant,
     poison: Option<Arc<diskio::Error>>,
     closed: bool,
     /// The first LSN still in the log.
@@ -124,6 +170,7 @@ enum Work {
         bytes: Vec<u8>,
         first: Lsn,
         records: u64,
+        since: Option<Instant>,
         file: FileId,
         salt: u64,
         offset: u64,
@@ -165,11 +212,13 @@ impl<D: DiskIo> Wal<D> {
                 next_lsn: next,
                 queue: Vec::new(),
                 queue_first: next,
+                queue_since: None,
                 queued_bytes: 0,
                 committing: false,
                 written_end: next,
                 durable_end: next,
                 sync_wanted: false,
+                last_sync: Instant::now(),
                 poison: None,
                 closed: false,
                 first_lsn: report.first_lsn,
@@ -182,6 +231,7 @@ impl<D: DiskIo> Wal<D> {
             progress: Notify::new(),
             space: Notify::new(),
             counters: Counters::default(),
+            ticker: Mutex::new(None),
         });
         let wal = Self { inner };
         if wal.inner.lock().active.is_none() {
@@ -190,6 +240,9 @@ impl<D: DiskIo> Wal<D> {
             wal.inner.lock().active = Some(active);
         }
         Inner::start_preparing(&wal.inner);
+        if let Durability::Periodic(every) = wal.inner.opts.durability {
+            Inner::start_ticker(&wal.inner, every)?;
+        }
         Ok((wal, report))
     }
 
@@ -245,29 +298,43 @@ impl<D: DiskIo> Wal<D> {
         self.check_size(record.len())?;
         let frame = frame_len(record.len());
         let inner = &self.inner;
+        // The fast path: room in the queue, no waiting machinery.
+        if let Some(lsn) = self.try_enqueue(record, frame)? {
+            return Ok(lsn);
+        }
         loop {
             let mut space = pin!(inner.space.notified());
             space.as_mut().enable();
-            {
-                let mut st = inner.lock();
-                st.usable()?;
-                if st.queued_bytes == 0 || st.queued_bytes + frame <= inner.opts.queued_bytes_max {
-                    let lsn = st.next_lsn;
-                    st.next_lsn += 1;
-                    encode_frame(&mut st.queue, lsn, record);
-                    st.queued_bytes += frame;
-                    let start = !st.committing;
-                    st.committing = true;
-                    drop(st);
-                    inner.counters.appends.fetch_add(1, Ordering::Relaxed);
-                    if start {
-                        Inner::spawn_committer(inner)?;
-                    }
-                    return Ok(lsn);
-                }
+            if let Some(lsn) = self.try_enqueue(record, frame)? {
+                return Ok(lsn);
             }
             space.await;
         }
+    }
+
+    /// Queues the record if there is room; starts the committer if it is idle.
+    fn try_enqueue(&self, record: &[u8], frame: usize) -> Result<Option<Lsn>> {
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        st.usable()?;
+        if st.queued_bytes != 0 && st.queued_bytes + frame > inner.opts.queued_bytes_max {
+            return Ok(None);
+        }
+        let lsn = st.next_lsn;
+        st.next_lsn += 1;
+        if st.queue.is_empty() {
+            st.queue_since = Some(Instant::now());
+        }
+        encode_frame(&mut st.queue, lsn, record);
+        st.queued_bytes += frame;
+        let start = !st.committing;
+        st.committing = true;
+        drop(st);
+        inner.counters.appends.fetch_add(1, Ordering::Relaxed);
+        if start {
+            Inner::spawn_committer(inner)?;
+        }
+        Ok(Some(lsn))
     }
 
     /// Waits until every record up to `lsn` is durable.
@@ -408,6 +475,14 @@ impl<D: DiskIo> Wal<D> {
             let mut st = inner.lock();
             (st.active.as_ref().map(|a| a.file), st.prepared.take())
         };
+        if let Some(t) = inner
+            .ticker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            t.unpark();
+        }
         inner.progress.notify_waiters();
         inner.space.notify_waiters();
         if let Some(p) = prepared {
@@ -435,21 +510,19 @@ impl<D: DiskIo> Wal<D> {
         self.inner.lock().first_lsn
     }
 
-    /// Counters since the log was opened.
+    /// Counters and distributions since the log was opened.
     pub fn stats(&self) -> WalStats {
         let c = &self.inner.counters;
-        let syncs = c.syncs.load(Ordering::Relaxed);
+        let h = self.inner.histograms();
         WalStats {
             appends: c.appends.load(Ordering::Relaxed),
             groups: c.groups.load(Ordering::Relaxed),
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
-            syncs,
+            syncs: c.syncs.load(Ordering::Relaxed),
             rotations: c.rotations.load(Ordering::Relaxed),
-            sync_mean_us: if syncs == 0 {
-                0.0
-            } else {
-                c.sync_ns_total.load(Ordering::Relaxed) as f64 / syncs as f64 / 1000.0
-            },
+            group_records: Summary::of(&h.group_records, 1.0),
+            commit_us: Summary::of(&h.commit_ns, 1000.0),
+            sync_us: Summary::of(&h.sync_ns, 1000.0),
         }
     }
 
@@ -495,7 +568,7 @@ impl<D: DiskIo> Inner<D> {
         let st = self.lock();
         match self.opts.durability {
             Durability::Sync => st.durable_end,
-            Durability::None => st.written_end,
+            Durability::None | Durability::Periodic(_) => st.written_end,
         }
     }
 
@@ -551,12 +624,13 @@ impl<D: DiskIo> Inner<D> {
                     bytes,
                     first,
                     records,
+                    since,
                     file,
                     salt,
                     offset,
                 } => {
                     inner
-                        .write_group(bytes, first, records, file, salt, offset)
+                        .write_group(bytes, (first, records), since, file, salt, offset)
                         .await
                 }
                 Work::Rotate => Inner::rotate(&inner).await,
@@ -583,6 +657,11 @@ impl<D: DiskIo> Inner<D> {
             return None;
         };
         let (file, salt, offset) = (active.file, active.salt, active.offset);
+        if let Durability::Periodic(every) = self.opts.durability {
+            if st.durable_end < st.written_end && st.last_sync.elapsed() >= every {
+                return Some(Work::Sync(file));
+            }
+        }
         if st.queue.is_empty() {
             if st.sync_wanted && st.durable_end < st.written_end {
                 return Some(Work::Sync(file));
@@ -604,10 +683,17 @@ impl<D: DiskIo> Inner<D> {
         let bytes = std::mem::replace(&mut st.queue, rest);
         let first = st.queue_first;
         st.queue_first += records;
+        // What stays queued waited at least since now (a close enough bound for the next group).
+        let since = if st.queue.is_empty() {
+            st.queue_since.take()
+        } else {
+            st.queue_since.replace(Instant::now())
+        };
         Some(Work::Write {
             bytes,
             first,
             records,
+            since,
             file,
             salt,
             offset,
@@ -617,8 +703,8 @@ impl<D: DiskIo> Inner<D> {
     async fn write_group(
         &self,
         mut bytes: Vec<u8>,
-        first: Lsn,
-        records: u64,
+        (first, records): (Lsn, u64),
+        since: Option<Instant>,
         file: FileId,
         salt: u64,
         offset: u64,
@@ -645,6 +731,13 @@ impl<D: DiskIo> Inner<D> {
             .bytes_written
             .fetch_add(len as u64, Ordering::Relaxed);
         {
+            let mut h = self.histograms();
+            let _ = h.group_records.record(records.max(1));
+            if let Some(since) = since {
+                let _ = h.commit_ns.record(nanos(since).max(1));
+            }
+        }
+        {
             let mut st = self.lock();
             if let Some(a) = st.active.as_mut() {
                 a.offset += len as u64;
@@ -652,6 +745,7 @@ impl<D: DiskIo> Inner<D> {
             st.written_end = first + records;
             if synced {
                 st.durable_end = st.written_end;
+                st.last_sync = Instant::now();
             }
             st.queued_bytes -= len;
         }
@@ -662,8 +756,14 @@ impl<D: DiskIo> Inner<D> {
 
     fn note_sync(&self, started: Instant) {
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
-        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.counters.sync_ns_total.fetch_add(ns, Ordering::Relaxed);
+        let _ = self.histograms().sync_ns.record(nanos(started).max(1));
+    }
+
+    fn histograms(&self) -> MutexGuard<'_, Histograms> {
+        self.counters
+            .histograms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn sync_active(&self, file: FileId) -> diskio::Result<()> {
@@ -674,6 +774,7 @@ impl<D: DiskIo> Inner<D> {
         {
             let mut st = self.lock();
             st.durable_end = st.durable_end.max(target);
+            st.last_sync = Instant::now();
         }
         self.progress.notify_waiters();
         Ok(())
@@ -711,6 +812,48 @@ impl<D: DiskIo> Inner<D> {
         inner.counters.rotations.fetch_add(1, Ordering::Relaxed);
         inner.disk.close(old_file).await?;
         Self::start_preparing(inner);
+        Ok(())
+    }
+
+    /// Starts the `Periodic` timer: a thread that asks for a sync every `every` while records
+    /// wait to be durable and the committer has not synced meanwhile.
+    fn start_ticker(inner: &Arc<Self>, every: std::time::Duration) -> Result<()> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            WalError::InvalidOptions("Periodic durability needs a Tokio runtime at open".to_owned())
+        })?;
+        let weak = Arc::downgrade(inner);
+        let thread = std::thread::Builder::new()
+            .name("wal-periodic".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::park_timeout(every);
+                    let Some(inner) = weak.upgrade() else { return };
+                    let start = {
+                        let mut st = inner.lock();
+                        if st.closed || st.poison.is_some() {
+                            return;
+                        }
+                        if st.durable_end >= st.next_lsn || st.last_sync.elapsed() < every {
+                            continue;
+                        }
+                        st.sync_wanted = true;
+                        let start = !st.committing;
+                        st.committing = true;
+                        start
+                    };
+                    if start {
+                        handle.spawn(Self::commit_loop(Arc::clone(&inner)));
+                    }
+                }
+            })
+            .map_err(|e| {
+                WalError::from(diskio::Error::io(
+                    diskio::Context::new(diskio::Op::Setup),
+                    e,
+                ))
+            })?;
+        *inner.ticker.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(thread.thread().clone());
         Ok(())
     }
 
@@ -875,6 +1018,10 @@ impl<D: DiskIo> Inner<D> {
             offset: HEADER_LEN as u64,
         })
     }
+}
+
+fn nanos(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The length of the longest run of whole frames at the start of `queue` that fits in `limit`

@@ -15,6 +15,11 @@ pub enum Durability {
     /// [`RecoveryMode::StopAtDamage`] after a crash: unsynced pages can reach the disk in any
     /// order.
     None,
+    /// `append` returns once the record is queued, as with `None`; the log is synced at least
+    /// this often while records are waiting, so a power loss loses at most about one interval.
+    /// The timer is a thread of the log's own. Recover such a log with
+    /// [`RecoveryMode::StopAtDamage`] too.
+    Periodic(std::time::Duration),
 }
 
 /// What recovery does with damage that has valid records after it.
@@ -134,6 +139,13 @@ impl WalOptions {
                 self.frame_max(),
                 self.queued_bytes_max
             ));
+        }
+        if let Durability::Periodic(d) = self.durability {
+            if d.is_zero() || d > std::time::Duration::from_secs(3600) {
+                return bad(format!(
+                    "a Periodic interval must be between 1 ns and an hour, not {d:?}"
+                ));
+            }
         }
         if self.group_bytes_max == 0 {
             return bad("group_bytes_max must be at least 1".to_owned());

@@ -93,6 +93,13 @@ async fn concurrent_appenders<D: DiskIo>(disk: D, dir: &Path) {
         stats.groups < stats.appends,
         "256 concurrent appenders shared groups: {stats:?}"
     );
+    assert_eq!(stats.group_records.count, stats.groups, "{stats:?}");
+    assert_eq!(stats.sync_us.count, stats.syncs, "{stats:?}");
+    assert!(stats.syncs >= stats.groups, "every group synced: {stats:?}");
+    assert!(
+        stats.commit_us.p50 > 0.0 && stats.group_records.max > 1.0,
+        "{stats:?}"
+    );
     log.close().await.unwrap();
 }
 
@@ -614,4 +621,42 @@ fn a_leftover_prepared_segment_is_removed_at_open() {
                 .any(|n| n.ends_with(".tmp"))
         );
     });
+}
+
+/// With `Periodic`, appends return at once and the timer makes them durable without a `sync`.
+#[test]
+fn periodic_durability_syncs_on_its_own() {
+    block_on(async {
+        let disk = CrashDisk::new();
+        let opts = small().durability(Durability::Periodic(std::time::Duration::from_millis(10)));
+        let (log, _) = Wal::open(disk.clone(), "log", opts).await.unwrap();
+        for i in 0..50u64 {
+            log.append(&payload(i, 100)).await.unwrap();
+        }
+        // No sync call: wait (up to 10 s, far above the interval) for the timer's.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.durable_end() <= 50 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the timer never synced"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(log.stats().syncs > 0);
+        let after = disk.crash_with(3, conformance::CrashMode::DropAll);
+        let (log2, report) = Wal::open(after, "log", small()).await.unwrap();
+        assert_eq!(
+            report.next_lsn, 51,
+            "all 50 survive a crash that drops unsynced writes"
+        );
+        assert_eq!(read_all(&log2, 1).await.len(), 50);
+        log.close().await.unwrap();
+        log2.close().await.unwrap();
+    });
+    let r = block_on(Wal::open(
+        CrashDisk::new(),
+        "log",
+        WalOptions::new().durability(Durability::Periodic(std::time::Duration::ZERO)),
+    ));
+    assert!(matches!(r, Err(WalError::InvalidOptions(_))));
 }
