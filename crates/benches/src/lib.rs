@@ -9,6 +9,8 @@
 
 pub mod engines;
 pub mod fio;
+#[cfg(feature = "peers")]
+pub mod peers;
 pub mod report;
 pub mod scratch;
 pub mod wal_bench;

@@ -279,8 +279,54 @@ fn wal_workloads(args: &Args) -> Vec<WalWorkload> {
 /// Runs the WAL workloads on each backend, alternating, and prints medians; the durable single
 /// writer is compared with a thread doing `pwrite` + `fdatasync` over written blocks, when that
 /// workload ran.
+/// Something that runs a WAL workload: our log on a backend, or a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WalEngine {
+    Ours(WalBackend),
+    #[cfg(feature = "peers")]
+    Peer(benches::peers::Peer),
+}
+
+impl WalEngine {
+    fn all() -> Vec<WalEngine> {
+        #[allow(unused_mut)] // grows with the peers feature
+        let mut v = vec![
+            WalEngine::Ours(WalBackend::Blocking),
+            WalEngine::Ours(WalBackend::Raw),
+        ];
+        #[cfg(feature = "peers")]
+        v.extend(benches::peers::Peer::ALL.map(WalEngine::Peer));
+        v
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            WalEngine::Ours(b) => b.name(),
+            #[cfg(feature = "peers")]
+            WalEngine::Peer(p) => p.name(),
+        }
+    }
+
+    fn run(self, w: &WalWorkload, dir: &std::path::Path) -> Result<Figures, String> {
+        match self {
+            WalEngine::Ours(b) => wal_bench::run(b, w, dir),
+            #[cfg(feature = "peers")]
+            WalEngine::Peer(_) if w.durability != Durability::Sync => {
+                Err("durable workloads only".to_owned())
+            }
+            #[cfg(feature = "peers")]
+            WalEngine::Peer(p) => benches::peers::run(p, w, dir),
+        }
+    }
+}
+
 fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> Result<(), String> {
-    let backends = [WalBackend::Blocking, WalBackend::Raw];
+    let backends = WalEngine::all();
+    if !cfg!(feature = "peers") {
+        println!(
+            "peer WALs: not built (cargo run --release -p benches --features peers --bin diskio-bench)"
+        );
+    }
     let bar = ProgressBar::new((chosen.len() * backends.len() * args.runs) as u64);
     let sync_ref = engines
         .iter()
@@ -294,7 +340,7 @@ fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> R
                 let i = (k + run) % backends.len();
                 bar.set_message(format!("{} / {}", w.name, backends[i].name()));
                 if let Ok(v) = &mut runs[i] {
-                    match wal_bench::run(backends[i], w, &args.dir.join("wal")) {
+                    match backends[i].run(w, &args.dir.join("wal")) {
                         Ok(f) => v.push(f),
                         Err(e) => runs[i] = Err(e),
                     }
