@@ -585,7 +585,7 @@ impl<D: DiskIo> Inner<D> {
     fn spawn_committer(inner: &Arc<Self>) -> Result<()> {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn(Self::commit_loop(Arc::clone(inner)));
+                handle.spawn(Self::commit_loop(CommitterGuard::new(inner)));
                 Ok(())
             }
             Err(_) => {
@@ -613,11 +613,8 @@ impl<D: DiskIo> Inner<D> {
 
     /// The committer: takes groups from the queue and writes (and syncs) them, one after the
     /// other, until the queue is empty.
-    async fn commit_loop(inner: Arc<Self>) {
-        let mut guard = CommitterGuard {
-            inner: &inner,
-            finished: false,
-        };
+    async fn commit_loop(mut guard: CommitterGuard<D>) {
+        let inner = Arc::clone(&guard.inner);
         while let Some(work) = inner.next_work() {
             let res = match work {
                 Work::Write {
@@ -842,7 +839,7 @@ impl<D: DiskIo> Inner<D> {
                         start
                     };
                     if start {
-                        handle.spawn(Self::commit_loop(Arc::clone(&inner)));
+                        handle.spawn(Self::commit_loop(CommitterGuard::new(&inner)));
                     }
                 }
             })
@@ -1053,14 +1050,25 @@ fn random_salt(first: Lsn) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Poisons the log if the committer is dropped before it finished (its runtime shut down):
-/// the group it was writing may or may not be on disk, so nothing after it may be acknowledged.
-struct CommitterGuard<'a, D: DiskIo> {
-    inner: &'a Inner<D>,
+/// Owned by a committer task from before it is spawned: if the task is dropped before it
+/// finished (its runtime shut down, possibly before ever running it), the log is poisoned. The
+/// group it was writing may or may not be on disk, so nothing after it may be acknowledged, and
+/// no appender is left waiting for a committer that will never come.
+struct CommitterGuard<D: DiskIo> {
+    inner: Arc<Inner<D>>,
     finished: bool,
 }
 
-impl<D: DiskIo> Drop for CommitterGuard<'_, D> {
+impl<D: DiskIo> CommitterGuard<D> {
+    fn new(inner: &Arc<Inner<D>>) -> Self {
+        Self {
+            inner: Arc::clone(inner),
+            finished: false,
+        }
+    }
+}
+
+impl<D: DiskIo> Drop for CommitterGuard<D> {
     fn drop(&mut self) {
         if !self.finished {
             self.inner.poison_with(Arc::new(diskio::Error::Shutdown {

@@ -184,6 +184,32 @@ async fn sizes<D: DiskIo>(disk: D, dir: &Path) {
     log.close().await.unwrap();
 }
 
+/// Appends dropped at their first poll (a caller's timeout): the log stays healthy, and every
+/// queued record is written once, in order.
+async fn cancelled_appends<D: DiskIo + Clone>(disk: D, dir: &Path) {
+    let (log, _) = Wal::open(disk.clone(), dir, small()).await.unwrap();
+    let mut dropped = 0;
+    for i in 0..200u64 {
+        let data = payload(i, 300);
+        match tokio::time::timeout(std::time::Duration::ZERO, log.append(&data)).await {
+            Ok(lsn) => assert_eq!(lsn.unwrap(), i + 1),
+            Err(_) => dropped += 1,
+        }
+    }
+    eprintln!("cancelled_appends: {dropped} of 200 appends dropped midway");
+    assert_eq!(
+        log.sync().await.unwrap(),
+        200,
+        "{dropped} appends were dropped midway"
+    );
+    let expect: Vec<_> = (0..200u64).map(|i| (i + 1, payload(i, 300))).collect();
+    assert_eq!(read_all(&log, 1).await, expect);
+    log.close().await.unwrap();
+    let (log, report) = Wal::open(disk, dir, small()).await.unwrap();
+    assert_eq!((report.next_lsn, report.cut), (201, None));
+    log.close().await.unwrap();
+}
+
 /// Bad options are errors, not panics.
 #[test]
 fn bad_options_are_refused() {
@@ -244,6 +270,12 @@ macro_rules! wal_suite {
             fn truncation() {
                 run("wal-trunc", |dir| async move {
                     super::truncation($make, &dir).await
+                });
+            }
+            #[test]
+            fn cancelled_appends() {
+                run("wal-cancel", |dir| async move {
+                    super::cancelled_appends($make, &dir).await
                 });
             }
             #[test]
@@ -659,4 +691,77 @@ fn periodic_durability_syncs_on_its_own() {
         WalOptions::new().durability(Durability::Periodic(std::time::Duration::ZERO)),
     ));
     assert!(matches!(r, Err(WalError::InvalidOptions(_))));
+}
+
+/// Every future of the log is `Send`, whatever the backend, so any task may be spawned with it
+/// (a compile-time check: this function is never called).
+#[allow(dead_code)]
+fn futures_are_send(
+    a: &Wal<diskio_blocking::BlockingDisk>,
+    b: &Wal<diskio_raw::RawDisk>,
+    c: &Wal<Arc<dyn diskio::DynDiskIo>>,
+    d: &Wal<CrashDisk>,
+) {
+    fn send<T: Send>(_: T) {}
+    send(a.append(b""));
+    send(b.append(b""));
+    send(c.append(b""));
+    send(d.append(b""));
+    send(a.append_batch(&[]));
+    send(b.sync());
+    send(c.truncate_before(1));
+    send(d.wait_durable(1));
+    let mut r = c.reader(1);
+    send(r.next());
+    send(Wal::open(CrashDisk::new(), "x", WalOptions::new()));
+    send(a.clone().close());
+}
+
+/// A runtime shut down while its tasks append and commit: later calls from another runtime
+/// complete (poisoned if a group was cut off midway, fine otherwise), never hang.
+#[test]
+fn a_runtime_shut_down_midway_never_leaves_callers_hanging() {
+    let scratch = ScratchDir::new("wal-shutdown");
+    let dir = scratch.path().join("log");
+    let disk: Arc<dyn diskio::DynDiskIo> =
+        Arc::new(diskio_blocking::BlockingDisk::with_defaults().unwrap());
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let log = first
+        .block_on(Wal::open(Arc::clone(&disk), &dir, small()))
+        .unwrap()
+        .0;
+    first.block_on(async {
+        for t in 0..32u64 {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for k in 0.. {
+                    if log.append(&payload(t * 100_000 + k, 200)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    });
+    drop(first);
+    block_on(async {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(30), log.append(b"after"))
+            .await
+            .expect("an append after the shutdown completes");
+        assert!(matches!(r, Ok(_) | Err(WalError::Poisoned { .. })), "{r:?}");
+    });
+    drop(log);
+    // Whatever happened, the directory recovers.
+    block_on(async {
+        let (log, _) = Wal::open(disk, &dir, small()).await.unwrap();
+        let got = read_all(&log, 1).await;
+        for (i, (lsn, _)) in got.iter().enumerate() {
+            assert_eq!(*lsn, i as u64 + 1);
+        }
+        log.close().await.unwrap();
+    });
 }
