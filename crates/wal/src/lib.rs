@@ -75,6 +75,7 @@ mod error;
 pub mod format;
 mod log;
 mod options;
+mod queue;
 mod reader;
 mod recovery;
 

@@ -11,10 +11,9 @@ use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
 use crate::error::{Result, WalError};
-use crate::format::{
-    HEADER_LEN, SegmentHeader, TEMP_SUFFIX, encode_frame, frame_len, seal_frames, segment_name,
-};
+use crate::format::{HEADER_LEN, SegmentHeader, TEMP_SUFFIX, frame_len, seal_frames, segment_name};
 use crate::options::{Durability, WalOptions};
+use crate::queue::{Chunk, Queue};
 use crate::reader::Reader;
 use crate::recovery::{FoundSegment, RecoveryReport, recover};
 use crate::{Lsn, Summary, WalStats};
@@ -60,6 +59,8 @@ pub(crate) struct Inner<D> {
     /// Woken when queued bytes drop.
     space: Notify,
     counters: Counters,
+    /// The committer's write buffer, kept between groups.
+    write_buf: Mutex<Option<AlignedBuf>>,
     /// The `Periodic` timer thread, woken to exit when the log closes or goes.
     ticker: Mutex<Option<std::thread::Thread>>,
 }
@@ -131,7 +132,7 @@ struct Active {
 struct State {
     next_lsn: Lsn,
     /// Encoded frames not yet taken by the committer (CRCs still partial).
-    queue: Vec<u8>,
+    queue: Queue,
     /// LSN of the first frame in `queue`.
     queue_first: Lsn,
     /// When the oldest record in `queue` was queued.
@@ -167,7 +168,7 @@ struct Prepared {
 /// What the committer does next.
 enum Work {
     Write {
-        bytes: Vec<u8>,
+        chunks: Vec<Chunk>,
         first: Lsn,
         records: u64,
         since: Option<Instant>,
@@ -210,7 +211,7 @@ impl<D: DiskIo> Wal<D> {
             opts,
             state: Mutex::new(State {
                 next_lsn: next,
-                queue: Vec::new(),
+                queue: Queue::default(),
                 queue_first: next,
                 queue_since: None,
                 queued_bytes: 0,
@@ -231,6 +232,7 @@ impl<D: DiskIo> Wal<D> {
             progress: Notify::new(),
             space: Notify::new(),
             counters: Counters::default(),
+            write_buf: Mutex::new(None),
             ticker: Mutex::new(None),
         });
         let wal = Self { inner };
@@ -325,7 +327,7 @@ impl<D: DiskIo> Wal<D> {
         if st.queue.is_empty() {
             st.queue_since = Some(Instant::now());
         }
-        encode_frame(&mut st.queue, lsn, record);
+        st.queue.push(lsn, record);
         st.queued_bytes += frame;
         let start = !st.committing;
         st.committing = true;
@@ -618,7 +620,7 @@ impl<D: DiskIo> Inner<D> {
         while let Some(work) = inner.next_work() {
             let res = match work {
                 Work::Write {
-                    bytes,
+                    chunks,
                     first,
                     records,
                     since,
@@ -627,7 +629,7 @@ impl<D: DiskIo> Inner<D> {
                     offset,
                 } => {
                     inner
-                        .write_group(bytes, (first, records), since, file, salt, offset)
+                        .write_group(chunks, (first, records), since, file, salt, offset)
                         .await
                 }
                 Work::Rotate => Inner::rotate(&inner).await,
@@ -671,13 +673,12 @@ impl<D: DiskIo> Inner<D> {
         }
         let room = self.opts.segment_bytes.saturating_sub(offset);
         let limit = (self.opts.group_bytes_max as u64).min(room) as usize;
-        let (cut, records) = whole_frames(&st.queue, limit);
-        if records == 0 {
+        let chunks = st.queue.take(limit);
+        if chunks.is_empty() {
             // The first frame does not fit in this segment.
             return Some(Work::Rotate);
         }
-        let rest = st.queue.split_off(cut);
-        let bytes = std::mem::replace(&mut st.queue, rest);
+        let records: u64 = chunks.iter().map(|c| c.records).sum();
         let first = st.queue_first;
         st.queue_first += records;
         // What stays queued waited at least since now (a close enough bound for the next group).
@@ -687,7 +688,7 @@ impl<D: DiskIo> Inner<D> {
             st.queue_since.replace(Instant::now())
         };
         Some(Work::Write {
-            bytes,
+            chunks,
             first,
             records,
             since,
@@ -699,29 +700,44 @@ impl<D: DiskIo> Inner<D> {
 
     async fn write_group(
         &self,
-        mut bytes: Vec<u8>,
+        mut chunks: Vec<Chunk>,
         (first, records): (Lsn, u64),
         since: Option<Instant>,
         file: FileId,
         salt: u64,
         offset: u64,
     ) -> diskio::Result<()> {
-        seal_frames(&mut bytes, salt);
-        let len = bytes.len();
-        let buf = AlignedBuf::from_slice(&bytes, self.disk.alignment())?;
-        drop(bytes);
+        for c in &mut chunks {
+            seal_frames(&mut c.bytes, salt);
+        }
+        let buf = self.write_buf(&chunks)?;
+        let len = buf.len();
+        {
+            let mut st = self.lock();
+            for c in chunks {
+                st.queue.recycle(c.bytes);
+            }
+        }
         let synced = self.opts.durability == Durability::Sync;
         let started = Instant::now();
-        if synced {
-            let (res, _) = self
+        let back = if synced {
+            let (res, mut back) = self
                 .disk
                 .write_sync_at(file, vec![buf], offset, SyncKind::Data)
                 .await;
             res?;
             self.note_sync(started);
+            back.pop()
         } else {
-            let (res, _) = self.disk.write_all_at(file, buf, offset).await;
+            let (res, back) = self.disk.write_all_at(file, buf, offset).await;
             res?;
+            Some(back)
+        };
+        if let Some(back) = back {
+            *self
+                .write_buf
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(back);
         }
         self.counters.groups.fetch_add(1, Ordering::Relaxed);
         self.counters
@@ -749,6 +765,29 @@ impl<D: DiskIo> Inner<D> {
         self.progress.notify_waiters();
         self.space.notify_waiters();
         Ok(())
+    }
+
+    /// The group's bytes in the committer's aligned buffer, reused from group to group (grown
+    /// when a group is larger than any before).
+    fn write_buf(&self, chunks: &[Chunk]) -> diskio::Result<AlignedBuf> {
+        let len: usize = chunks.iter().map(|c| c.bytes.len()).sum();
+        let kept = self
+            .write_buf
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut buf = match kept {
+            Some(b) if b.capacity() >= len => b,
+            _ => AlignedBuf::with_capacity(
+                len.next_power_of_two().max(64 << 10),
+                self.disk.alignment(),
+            )?,
+        };
+        buf.clear();
+        for c in chunks {
+            buf.extend_from_slice(&c.bytes)?;
+        }
+        Ok(buf)
     }
 
     fn note_sync(&self, started: Instant) {
@@ -950,11 +989,14 @@ impl<D: DiskIo> Inner<D> {
         })
     }
 
-    /// Fills a new segment file: zeros over the whole size (`zero_fill`), else preallocation.
+    /// Fills a new segment file: zeros over the whole size (`zero_fill`, `Sync` durability), else
+    /// preallocation.
     async fn fill(&self, file: FileId) -> diskio::Result<()> {
         let disk = &self.disk;
         let size = self.opts.segment_bytes;
-        if !self.opts.zero_fill {
+        // Written blocks make a per-group sync cheaper; without one (None, Periodic) zeros would
+        // only double what goes to the disk.
+        if !self.opts.zero_fill || self.opts.durability != Durability::Sync {
             return disk.preallocate(file, 0, size).await;
         }
         let chunk = (1u64 << 20).min(size) as usize;
@@ -1019,24 +1061,6 @@ impl<D: DiskIo> Inner<D> {
 
 fn nanos(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// The length of the longest run of whole frames at the start of `queue` that fits in `limit`
-/// bytes, and how many frames that is.
-fn whole_frames(queue: &[u8], limit: usize) -> (usize, u64) {
-    let mut at = 0;
-    let mut n = 0;
-    while at + 16 <= queue.len() {
-        let mut len = [0u8; 4];
-        len.copy_from_slice(&queue[at + 4..at + 8]);
-        let f = frame_len(u32::from_le_bytes(len) as usize);
-        if at + f > limit {
-            break;
-        }
-        at += f;
-        n += 1;
-    }
-    (at, n)
 }
 
 /// A salt that differs between segments and between runs: the time, the process, the LSN.

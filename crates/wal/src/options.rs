@@ -105,9 +105,10 @@ impl WalOptions {
         self
     }
 
-    /// Write zeros over a new segment before use (default on). Group commits over blocks that
-    /// were written before are several times cheaper to sync than ones that grow the file or
-    /// fill preallocated extents, because the sync then has no metadata to journal.
+    /// Write zeros over a new segment before use (default on; `Sync` durability only, the others
+    /// preallocate). Group commits over blocks that were written before are cheaper to sync than
+    /// ones that grow the file or fill preallocated extents, because the sync then has no
+    /// metadata to journal. Segments are prepared in the background either way.
     pub fn zero_fill(mut self, on: bool) -> Self {
         self.zero_fill = on;
         self
