@@ -104,3 +104,44 @@ pub fn run(backend: WalBackend, w: &WalWorkload, dir: &Path) -> Result<Figures, 
     let _ = std::fs::remove_dir_all(dir);
     result.map(|s| Figures::of_sample(&s))
 }
+
+/// The unsynced reference: one thread appending the same frames (16-byte header and payload) to
+/// a `BufWriter` over a file, never syncing.
+///
+/// # Errors
+///
+/// A message when the file cannot be written.
+pub fn buf_writer(w: &WalWorkload, dir: &Path) -> Result<Figures, String> {
+    use std::io::Write;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let path = dir.join("bufwriter.log");
+    let file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let record = vec![7u8; w.record];
+    let warmup = (w.duration / 5).min(Duration::from_millis(200));
+    let start = Instant::now();
+    let counting_from = start + warmup;
+    let deadline = counting_from + w.duration;
+    let mut sample = Sample::empty();
+    let mut lsn = 0u64;
+    let result = loop {
+        let begin = Instant::now();
+        if begin >= deadline {
+            break Ok(());
+        }
+        lsn += 1;
+        let mut header = [0u8; 16];
+        header[4..8].copy_from_slice(&(record.len() as u32).to_le_bytes());
+        header[8..16].copy_from_slice(&lsn.to_le_bytes());
+        if let Err(e) = out.write_all(&header).and_then(|()| out.write_all(&record)) {
+            break Err(e.to_string());
+        }
+        sample.record(begin, Instant::now(), counting_from, w.record as u64);
+    };
+    drop(out);
+    let _ = std::fs::remove_dir_all(dir);
+    result?;
+    sample.elapsed = w.duration;
+    Ok(Figures::of_sample(&sample))
+}

@@ -279,12 +279,13 @@ fn wal_workloads(args: &Args) -> Vec<WalWorkload> {
 /// Runs the WAL workloads on each backend, alternating, and prints medians; the durable single
 /// writer is compared with a thread doing `pwrite` + `fdatasync` over written blocks, when that
 /// workload ran.
-/// Something that runs a WAL workload: our log on a backend, or a peer.
+/// Something that runs a WAL workload: our log on a backend, a peer, or the unsynced reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WalEngine {
     Ours(WalBackend),
     #[cfg(feature = "peers")]
     Peer(benches::peers::Peer),
+    BufWriter,
 }
 
 impl WalEngine {
@@ -296,7 +297,22 @@ impl WalEngine {
         ];
         #[cfg(feature = "peers")]
         v.extend(benches::peers::Peer::ALL.map(WalEngine::Peer));
+        v.push(WalEngine::BufWriter);
         v
+    }
+
+    /// Whether this engine runs `w`: peers are measured durable, the `BufWriter` unsynced.
+    fn applies(self, w: &WalWorkload) -> bool {
+        match self {
+            WalEngine::Ours(_) => true,
+            #[cfg(feature = "peers")]
+            WalEngine::Peer(_) => w.durability == Durability::Sync,
+            WalEngine::BufWriter => w.durability != Durability::Sync && w.writers == 1,
+        }
+    }
+
+    fn is_reference(self) -> bool {
+        !matches!(self, WalEngine::Ours(_))
     }
 
     fn name(self) -> &'static str {
@@ -304,6 +320,7 @@ impl WalEngine {
             WalEngine::Ours(b) => b.name(),
             #[cfg(feature = "peers")]
             WalEngine::Peer(p) => p.name(),
+            WalEngine::BufWriter => "BufWriter, no sync",
         }
     }
 
@@ -311,11 +328,8 @@ impl WalEngine {
         match self {
             WalEngine::Ours(b) => wal_bench::run(b, w, dir),
             #[cfg(feature = "peers")]
-            WalEngine::Peer(_) if w.durability != Durability::Sync => {
-                Err("durable workloads only".to_owned())
-            }
-            #[cfg(feature = "peers")]
             WalEngine::Peer(p) => benches::peers::run(p, w, dir),
+            WalEngine::BufWriter => wal_bench::buf_writer(w, dir),
         }
     }
 }
@@ -334,15 +348,18 @@ fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> R
         .and_then(|r| r.figures(Engine::Threads));
     let mut rows = Vec::new();
     for w in chosen {
-        let mut runs: Vec<Result<Vec<Figures>, String>> = vec![Ok(Vec::new()); backends.len()];
+        let mut runs: Vec<Option<Result<Vec<Figures>, String>>> = backends
+            .iter()
+            .map(|b| b.applies(w).then(|| Ok(Vec::new())))
+            .collect();
         for run in 0..args.runs {
             for k in 0..backends.len() {
                 let i = (k + run) % backends.len();
                 bar.set_message(format!("{} / {}", w.name, backends[i].name()));
-                if let Ok(v) = &mut runs[i] {
+                if let Some(Ok(v)) = &mut runs[i] {
                     match backends[i].run(w, &args.dir.join("wal")) {
                         Ok(f) => v.push(f),
-                        Err(e) => runs[i] = Err(e),
+                        Err(e) => runs[i] = Some(Err(e)),
                     }
                 }
                 bar.inc(1);
@@ -352,37 +369,62 @@ fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> R
     }
     bar.finish_and_clear();
     println!(
-        "{:<28} {:<24} {:>11} {:>9} {:>9}  vs one thread's pwrite+fdatasync (written blocks)",
-        "WAL, 256-byte records", "backend", "records/s", "p50 us", "p99 us"
+        "{:<28} {:<24} {:>11} {:>9} {:>9}  vs the best reference | p50 vs pwrite+fdatasync",
+        "WAL, 256-byte records", "engine", "records/s", "p50 us", "p99 us"
     );
     println!("{}", "-".repeat(130));
     for (w, runs) in rows {
+        let medians: Vec<Option<Figures>> = runs
+            .iter()
+            .map(|r| match r {
+                Some(Ok(v)) if !v.is_empty() => Some(Figures::median(v)),
+                _ => None,
+            })
+            .collect();
+        // The best reference of this workload: the fastest peer (durable) or the BufWriter.
+        let best = backends
+            .iter()
+            .zip(&medians)
+            .filter(|(b, _)| b.is_reference())
+            .filter_map(|(b, f)| f.map(|f| (b.name(), f)))
+            .max_by(|a, b| a.1.iops.total_cmp(&b.1.iops));
+        let mut first = true;
         for (k, r) in runs.iter().enumerate() {
-            let label = if k == 0 { w.name } else { "" };
-            match r {
-                Ok(v) => {
-                    let f = Figures::median(v);
-                    let vs = match sync_ref {
-                        Some(rf) if w.writers == 1 && w.durability == Durability::Sync => format!(
-                            "{:.2}x p50 (reference p50 {:.1} us)",
-                            f.p50_us / rf.p50_us,
-                            rf.p50_us
-                        ),
+            let Some(r) = r else { continue };
+            let label = if first { w.name } else { "" };
+            first = false;
+            match (r, medians[k]) {
+                (Ok(_), Some(f)) => {
+                    let vs_best = match best {
+                        Some((name, b)) if !backends[k].is_reference() => {
+                            format!("{:.2}x {name}", f.iops / b.iops)
+                        }
+                        _ => String::new(),
+                    };
+                    let vs_sync = match sync_ref {
+                        Some(rf) if w.writers == 1 && w.durability == Durability::Sync => {
+                            format!(" | {:.2}x ({:.1} us)", f.p50_us / rf.p50_us, rf.p50_us)
+                        }
                         _ => String::new(),
                     };
                     println!(
-                        "{label:<28} {:<24} {:>11.0} {:>9.1} {:>9.1}  {vs}",
+                        "{label:<28} {:<24} {:>11.0} {:>9.1} {:>9.1}  {vs_best}{vs_sync}",
                         backends[k].name(),
                         f.iops,
                         f.p50_us,
                         f.p99_us
                     );
                 }
-                Err(e) => println!("{label:<28} {:<24} cannot run: {e}", backends[k].name()),
+                (Err(e), _) => println!("{label:<28} {:<24} cannot run: {e}", backends[k].name()),
+                (Ok(_), None) => println!("{label:<28} {:<24} no runs", backends[k].name()),
             }
         }
     }
-    println!("\nmedians of {} run(s), backends alternated", args.runs);
+    println!(
+        "\nmedians of {} run(s), engines alternated; references: the fastest peer (durable), a \
+         BufWriter (unsynced), one thread's pwrite + fdatasync over written blocks (p50)",
+        args.runs
+    );
     Ok(())
 }
 
