@@ -76,6 +76,14 @@ pub enum WalError {
         /// The first LSN still in the log.
         first: Lsn,
     },
+    /// [`wait_durable`](crate::Wal::wait_durable) of an LSN that no append has been given.
+    #[error("LSN {lsn} has not been appended (the next append gets {next})")]
+    NotAppended {
+        /// The LSN asked for.
+        lsn: Lsn,
+        /// The LSN the next append gets.
+        next: Lsn,
+    },
     /// The log was closed.
     #[error("the log is closed")]
     Closed,

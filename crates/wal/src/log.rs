@@ -344,7 +344,7 @@ impl<D: DiskIo> Wal<D> {
     /// # Errors
     ///
     /// [`WalError::Poisoned`] if the log failed before `lsn` became durable;
-    /// [`WalError::Closed`].
+    /// [`WalError::NotAppended`] for an LSN not handed out yet.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         let inner = &self.inner;
         loop {
@@ -361,8 +361,10 @@ impl<D: DiskIo> Wal<D> {
                     });
                 }
                 if lsn >= st.next_lsn {
-                    // Never assigned: nothing to wait for beyond what exists.
-                    return Ok(());
+                    return Err(WalError::NotAppended {
+                        lsn,
+                        next: st.next_lsn,
+                    });
                 }
             }
             progress.await;

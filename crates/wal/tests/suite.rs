@@ -181,6 +181,11 @@ async fn sizes<D: DiskIo>(disk: D, dir: &Path) {
     let got = read_all(&log, 1).await;
     assert_eq!(got.len(), 5);
     assert!(got[0].1.is_empty());
+    log.wait_durable(5).await.unwrap();
+    assert!(matches!(
+        log.wait_durable(6).await,
+        Err(WalError::NotAppended { lsn: 6, next: 6 })
+    ));
     log.close().await.unwrap();
 }
 
