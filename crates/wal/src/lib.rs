@@ -67,7 +67,13 @@
 //!
 //! ## Not yet
 //!
-//! No `O_DIRECT` mode and no partitions yet.
+//! No `O_DIRECT` mode yet.
+//!
+//! ## Partitions
+//!
+//! [`Partitioned`] runs N logs in subdirectories and routes appends by a hash of a key, each
+//! partition with its own order and LSNs (and its own committer, so partitions commit in
+//! parallel).
 
 #![forbid(unsafe_code)]
 
@@ -75,6 +81,7 @@ mod error;
 pub mod format;
 mod log;
 mod options;
+mod partitioned;
 mod queue;
 mod reader;
 mod recovery;
@@ -82,6 +89,7 @@ mod recovery;
 pub use error::{Result, WalError};
 pub use log::Wal;
 pub use options::{Durability, RecoveryMode, WalOptions};
+pub use partitioned::{PARTITIONS_MAX, Partitioned};
 pub use reader::{Reader, Record};
 pub use recovery::{Cut, RecoveryReport};
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions, SyncKind};
 use hdrhistogram::Histogram;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::error::{Result, WalError};
 use crate::format::{HEADER_LEN, SegmentHeader, TEMP_SUFFIX, frame_len, seal_frames, segment_name};
@@ -630,11 +631,16 @@ impl<D: DiskIo> Inner<D> {
                     salt,
                     offset,
                 } => {
+                    let span = tracing::debug_span!("wal_group", first, records, offset);
                     inner
                         .write_group(chunks, (first, records), since, file, salt, offset)
+                        .instrument(span)
                         .await
                 }
-                Work::Rotate => Inner::rotate(&inner).await,
+                Work::Rotate => {
+                    let span = tracing::debug_span!("wal_rotate", dir = %inner.dir.display());
+                    Inner::rotate(&inner).instrument(span).await
+                }
                 Work::Sync(file) => inner.sync_active(file).await,
             };
             if let Err(cause) = res {
