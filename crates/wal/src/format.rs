@@ -23,18 +23,26 @@
 //! # Record frame
 //!
 //! ```text
-//!  0        4        8                 16                    16 + len    multiple of 8
-//!  +--------+--------+-----------------+---------------------+-- zeros --+
-//!  | CRC32C |  len   |      LSN        |  payload (len bytes) |  padding  |
-//!  | u32 LE | u32 LE |     u64 LE      |                     |           |
-//!  +--------+--------+-----------------+---------------------+-----------+
-//!  CRC32C = crc32c(bytes 4..16 ++ payload ++ salt as u64 LE)
+//!  0        4        8                 16                24                  24 + len  multiple of 8
+//!  +--------+--------+-----------------+-----------------+-------------------+-- zeros --+
+//!  | CRC32C |  len   |      LSN        |   group LSN     | payload (len B)   |  padding  |
+//!  | u32 LE | u32 LE |     u64 LE      |     u64 LE      |                   |           |
+//!  +--------+--------+-----------------+-----------------+-------------------+-----------+
+//!  CRC32C = crc32c(bytes 4..16 ++ payload ++ bytes 16..24 ++ salt as u64 LE)
 //! ```
 //!
 //! Frames are padded to 8 bytes. LSNs start at 1 and grow by one per record with no gaps, so a
 //! frame of zeros (LSN 0) is never valid: it marks the end of the written part. A frame is valid
 //! only if its CRC matches **and** its LSN is the one expected at that place, so a record written
 //! at the wrong offset or a stale record from an older segment is never returned.
+//!
+//! The group LSN is the first LSN of the group commit the record went down in. It is what lets
+//! recovery tell a torn tail from damage: a group is written only after the one before it was
+//! synced, so valid records of a *later* group after a damaged record prove that the damaged
+//! one had been synced (and acknowledged) — corruption — while valid records of the *same* group
+//! after it are the remains of a write that never completed — a torn tail. (The CRC takes the
+//! group LSN after the payload because it is known only when the group is formed; appenders
+//! compute the rest.)
 
 use crate::Lsn;
 
@@ -42,7 +50,7 @@ use crate::Lsn;
 pub const HEADER_LEN: usize = 4096;
 
 /// Bytes of a record frame's header (before the payload).
-pub const FRAME_HEADER_LEN: usize = 16;
+pub const FRAME_HEADER_LEN: usize = 24;
 
 /// The segment magic.
 pub const MAGIC: [u8; 8] = *b"diskiowl";
@@ -160,28 +168,30 @@ pub fn frame_len(len: usize) -> usize {
 }
 
 /// Encodes the frame of `payload` with `lsn` at the end of `out`. The CRC field holds the
-/// *partial* CRC (without the salt) until [`seal_frames`] finishes it for the segment the frame
-/// goes to.
+/// *partial* CRC (without the group LSN and the salt) until [`seal_frames`] finishes it for the
+/// group and the segment the frame goes to.
 pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {
     let start = out.len();
     out.resize(start + frame_len(payload.len()), 0);
     let frame = &mut out[start..];
     frame[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     frame[8..16].copy_from_slice(&lsn.to_le_bytes());
-    frame[16..16 + payload.len()].copy_from_slice(payload);
+    frame[FRAME_HEADER_LEN..FRAME_HEADER_LEN + payload.len()].copy_from_slice(payload);
     let partial = crc32c::crc32c_append(crc32c::crc32c(&frame[4..16]), payload);
     frame[0..4].copy_from_slice(&partial.to_le_bytes());
 }
 
-/// Finishes the CRC of every frame in `bytes` (whole frames back to back, as [`encode_frame`]
-/// made them) for a segment with `salt`.
-pub fn seal_frames(bytes: &mut [u8], salt: u64) {
+/// Finishes every frame in `bytes` (whole frames back to back, as [`encode_frame`] made them):
+/// records the group's first LSN and completes the CRC with it and the segment's `salt`.
+pub fn seal_frames(bytes: &mut [u8], group: Lsn, salt: u64) {
+    let group = group.to_le_bytes();
     let salt = salt.to_le_bytes();
     let mut at = 0;
     while at + FRAME_HEADER_LEN <= bytes.len() {
         let len = le_u32(&bytes[at + 4..at + 8]) as usize;
+        bytes[at + 16..at + 24].copy_from_slice(&group);
         let partial = le_u32(&bytes[at..at + 4]);
-        let crc = crc32c::crc32c_append(partial, &salt);
+        let crc = crc32c::crc32c_append(crc32c::crc32c_append(partial, &group), &salt);
         bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
         at += frame_len(len);
     }
@@ -196,6 +206,8 @@ pub enum Frame<'a> {
         payload: &'a [u8],
         /// Bytes of the whole frame (header, payload, padding).
         frame_len: usize,
+        /// The first LSN of the group commit the record went down in.
+        group: Lsn,
     },
     /// Zeros where a frame header would be (or too few bytes left for one): the end of what was
     /// written.
@@ -230,16 +242,20 @@ pub fn decode_frame(bytes: &[u8], lsn: Lsn, salt: u64, record_max: usize) -> Fra
         return Frame::Invalid("a frame running past the end of the segment");
     }
     let payload = &bytes[FRAME_HEADER_LEN..FRAME_HEADER_LEN + len];
-    let crc = crc32c::crc32c_append(
-        crc32c::crc32c_append(crc32c::crc32c(&header[4..16]), payload),
-        &salt.to_le_bytes(),
-    );
+    let mut crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..16]), payload);
+    crc = crc32c::crc32c_append(crc, &header[16..24]);
+    crc = crc32c::crc32c_append(crc, &salt.to_le_bytes());
     if crc != le_u32(&header[0..4]) {
         return Frame::Invalid("a checksum mismatch");
+    }
+    let group = le_u64(&header[16..24]);
+    if group == 0 || group > lsn {
+        return Frame::Invalid("a group LSN after the record's own");
     }
     Frame::Record {
         payload,
         frame_len: total,
+        group,
     }
 }
 
@@ -263,18 +279,23 @@ mod tests {
     fn sealed(lsn: Lsn, payload: &[u8], salt: u64) -> Vec<u8> {
         let mut v = Vec::new();
         encode_frame(&mut v, lsn, payload);
-        seal_frames(&mut v, salt);
+        seal_frames(&mut v, lsn, salt);
         v
     }
 
     #[test]
     fn sizes_are_as_drawn() {
-        assert_eq!(FRAME_HEADER_LEN, 16);
-        assert_eq!(frame_len(0), 16);
-        assert_eq!(frame_len(1), 24);
-        assert_eq!(frame_len(8), 24);
-        assert_eq!(frame_len(9), 32);
-        assert_eq!(sealed(1, &[7; 5], 3).len(), 24);
+        assert_eq!(FRAME_HEADER_LEN, 24);
+        assert_eq!(frame_len(0), 24);
+        assert_eq!(frame_len(1), 32);
+        assert_eq!(frame_len(8), 32);
+        assert_eq!(frame_len(9), 40);
+        assert_eq!(sealed(1, &[7; 5], 3).len(), 32);
+        let f = sealed(0x0102, b"abc", 3);
+        assert_eq!(le_u32(&f[4..8]), 3, "length at 4..8");
+        assert_eq!(le_u64(&f[8..16]), 0x0102, "LSN at 8..16");
+        assert_eq!(le_u64(&f[16..24]), 0x0102, "group LSN at 16..24");
+        assert_eq!(&f[24..27], b"abc", "payload at 24");
         let mut h = [0u8; HEADER_LEN];
         SegmentHeader {
             first_lsn: 42,
@@ -314,7 +335,8 @@ mod tests {
             decode_frame(&f, 5, 77, 1024),
             Frame::Record {
                 payload: b"hello",
-                frame_len: 24
+                frame_len: 32,
+                group: 5
             }
         );
         // Another LSN, another segment's salt, a flipped bit, a small record_max: all refused.
@@ -323,7 +345,7 @@ mod tests {
         for bit in 0..f.len() * 8 {
             let mut g = f.clone();
             g[bit / 8] ^= 1 << (bit % 8);
-            if bit / 8 >= 16 + 5 {
+            if bit / 8 >= FRAME_HEADER_LEN + 5 {
                 continue; // padding is not covered, and need not be
             }
             assert!(
@@ -334,6 +356,28 @@ mod tests {
         assert!(matches!(decode_frame(&f, 5, 77, 4), Frame::Invalid(_)));
         // Zeros are the end; a cut frame is invalid.
         assert_eq!(decode_frame(&[0; 40], 5, 77, 1024), Frame::End);
+        // The group LSN is covered, and may not come after the record's LSN.
+        let mut v = Vec::new();
+        encode_frame(&mut v, 9, b"x");
+        encode_frame(&mut v, 10, b"y");
+        seal_frames(&mut v, 9, 77);
+        assert!(matches!(
+            decode_frame(&v[32..], 10, 77, 1024),
+            Frame::Record { group: 9, .. }
+        ));
+        let mut w = v.clone();
+        w[32 + 16] ^= 1;
+        assert!(matches!(
+            decode_frame(&w[32..], 10, 77, 1024),
+            Frame::Invalid(_)
+        ));
+        let mut late = Vec::new();
+        encode_frame(&mut late, 9, b"x");
+        seal_frames(&mut late, 10, 77);
+        assert!(matches!(
+            decode_frame(&late, 9, 77, 1024),
+            Frame::Invalid(_)
+        ));
         assert_eq!(decode_frame(&[0; 3], 5, 77, 1024), Frame::End);
         assert!(matches!(
             decode_frame(&f[..20], 5, 77, 1024),
@@ -348,7 +392,8 @@ mod tests {
             decode_frame(&f, 1, 1, 0),
             Frame::Record {
                 payload: b"",
-                frame_len: 16
+                frame_len: 24,
+                group: 1
             }
         );
     }

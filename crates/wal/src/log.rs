@@ -716,7 +716,7 @@ impl<D: DiskIo> Inner<D> {
         offset: u64,
     ) -> diskio::Result<()> {
         for c in &mut chunks {
-            seal_frames(&mut c.bytes, salt);
+            seal_frames(&mut c.bytes, first, salt);
         }
         let buf = self.write_buf(&chunks)?;
         let len = buf.len();

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use crate::Lsn;
-use crate::format::{encode_frame, frame_len};
+use crate::format::{FRAME_HEADER_LEN, encode_frame, frame_len};
 
 /// Bytes of a chunk (a frame larger than this gets a chunk of its own).
 const CHUNK: usize = 1 << 20;
@@ -92,7 +92,7 @@ impl Queue {
 fn whole_frames(bytes: &[u8], limit: usize) -> (usize, u64) {
     let mut at = 0;
     let mut n = 0;
-    while at + 16 <= bytes.len() {
+    while at + FRAME_HEADER_LEN <= bytes.len() {
         let mut len = [0u8; 4];
         len.copy_from_slice(&bytes[at + 4..at + 8]);
         let f = frame_len(u32::from_le_bytes(len) as usize);
@@ -113,11 +113,11 @@ mod tests {
     fn takes_whole_frames_in_order_within_the_limit() {
         let mut q = Queue::default();
         for lsn in 1..=10u64 {
-            q.push(lsn, &[lsn as u8; 100]); // frames of 120 bytes
+            q.push(lsn, &[lsn as u8; 100]); // frames of 128 bytes
         }
-        let a = q.take(250);
+        let a = q.take(300);
         assert_eq!(a.len(), 1);
-        assert_eq!((a[0].records, a[0].bytes.len()), (2, 240));
+        assert_eq!((a[0].records, a[0].bytes.len()), (2, 256));
         assert!(
             q.take(100).is_empty(),
             "a frame larger than the limit is not split"

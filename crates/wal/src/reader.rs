@@ -91,7 +91,9 @@ impl<D: DiskIo> Reader<D> {
             fill(&self.inner.disk, seg, need, visible).await?;
             let at = (seg.pos - seg.window_at) as usize;
             match decode_frame(&seg.window[at..], seg.lsn, seg.salt, record_max) {
-                Frame::Record { payload, frame_len } => {
+                Frame::Record {
+                    payload, frame_len, ..
+                } => {
                     let lsn = seg.lsn;
                     let data = (lsn == self.next).then(|| payload.to_vec());
                     seg.pos += frame_len as u64;
@@ -105,10 +107,19 @@ impl<D: DiskIo> Reader<D> {
                     // The records of this segment end here if the next segment starts at this
                     // LSN (what follows the last record of a sealed segment is never read).
                     let (segments, _) = self.inner.segments();
-                    let continues = segments.iter().any(|s| s.first_lsn == seg.lsn);
+                    let continues = segments
+                        .iter()
+                        .any(|s| s.first_lsn == seg.lsn && s.first_lsn != seg.first_lsn);
+                    if !continues && seg.lsn >= seg.window_visible {
+                        // The window was read before this record was complete: read again.
+                        seg.window.clear();
+                        seg.window_at = seg.pos;
+                        continue;
+                    }
                     let reason =
                         match decode_frame(&seg.window[at..], seg.lsn, seg.salt, record_max) {
                             Frame::Invalid(r) if !continues => Some(r),
+                            Frame::End if !continues => Some("a durable record reads as zeros"),
                             _ => None,
                         };
                     if let Some(reason) = reason {

@@ -7,7 +7,8 @@ use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions, SyncKind};
 use crate::Lsn;
 use crate::error::{Result, WalError};
 use crate::format::{
-    Frame, HEADER_LEN, SegmentHeader, TEMP_SUFFIX, decode_frame, parse_segment_name,
+    FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, TEMP_SUFFIX, decode_frame,
+    parse_segment_name,
 };
 use crate::options::{RecoveryMode, WalOptions};
 
@@ -181,8 +182,11 @@ pub(crate) async fn recover<D: DiskIo>(
         }
         if damage.is_some() || dirty_tail {
             let reason = damage.unwrap_or("zeros followed by written bytes");
-            let valid_after = find_valid_after(&image, at, expected, header.salt, opts.record_max);
-            let torn_tail = valid_after.is_none() && last;
+            // A later group after the damage proves the damaged record was synced (groups are
+            // written one after the other, each once the one before is durable): corruption.
+            // Nothing after it, or only records of its own group: a write that never finished.
+            let later_group = later_group_after(&image, at, expected, header.salt, opts.record_max);
+            let torn_tail = later_group.is_none() && last;
             if !torn_tail && opts.recovery == RecoveryMode::Strict {
                 disk.close(file).await?;
                 return Err(WalError::Corrupt {
@@ -279,28 +283,32 @@ fn resized(mut buf: AlignedBuf, len: usize) -> Result<AlignedBuf> {
     Ok(buf)
 }
 
-/// A valid frame after `from`, at an 8-byte boundary, for an LSN after `expected`.
-fn find_valid_after(
+/// A valid frame after `from` (at an 8-byte boundary, for an LSN after `expected`) that belongs
+/// to a group commit later than the one holding `expected`; its offset and LSN.
+fn later_group_after(
     image: &[u8],
     from: usize,
     expected: Lsn,
     salt: u64,
     record_max: usize,
 ) -> Option<(usize, Lsn)> {
-    let most = (image.len() / 16) as u64;
+    let most = (image.len() / FRAME_HEADER_LEN) as u64;
     let mut q = from + 8;
-    while q + 16 <= image.len() {
+    while q + FRAME_HEADER_LEN <= image.len() {
         let mut lsn = [0u8; 8];
         lsn.copy_from_slice(&image[q + 8..q + 16]);
         let lsn = u64::from_le_bytes(lsn);
-        if lsn > expected
-            && lsn - expected <= most
-            && matches!(
-                decode_frame(&image[q..], lsn, salt, record_max),
-                Frame::Record { .. }
-            )
-        {
-            return Some((q, lsn));
+        if lsn > expected && lsn - expected <= most {
+            if let Frame::Record {
+                frame_len, group, ..
+            } = decode_frame(&image[q..], lsn, salt, record_max)
+            {
+                if group > expected {
+                    return Some((q, lsn));
+                }
+                q += frame_len;
+                continue;
+            }
         }
         q += 8;
     }

@@ -325,7 +325,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// Payload bytes of the records of [`log_of`], and the bytes their frames take.
 const REC: usize = 1000;
-const FRAME: usize = 16 + REC;
+const FRAME: usize = 24 + REC;
 
 /// Writes `n` records of [`REC`] bytes on a CrashDisk and closes the log.
 async fn log_of(n: u64) -> (CrashDisk, PathBuf) {
@@ -825,5 +825,51 @@ fn partitions_route_by_key_and_keep_their_count() {
             wal::Partitioned::open("other", 0, small(), |_| disk.clone()).await,
             Err(WalError::InvalidOptions(_))
         ));
+    });
+}
+
+/// A sector lost in the middle of the last group (a write that never completed) is a torn tail,
+/// even with valid records of that group after the hole; the same loss in a group with a later
+/// group after it is corruption (the later group proves the damaged one had been synced).
+#[test]
+fn a_hole_in_the_last_group_is_torn_but_in_an_earlier_group_is_corrupt() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for groups in [1usize, 2] {
+            let disk = CrashDisk::new();
+            let dir = PathBuf::from("log");
+            let (log, _) = Wal::open(disk.clone(), &dir, small()).await.unwrap();
+            let records: Vec<Vec<u8>> = (0..40u64).map(|i| payload(i, 200)).collect();
+            let refs: Vec<&[u8]> = records.iter().map(|r| &r[..]).collect();
+            for _ in 0..groups {
+                // On a current-thread runtime the whole batch is queued before the committer
+                // runs: one group.
+                log.append_batch(&refs).await.unwrap();
+            }
+            let stats = log.stats();
+            assert_eq!(stats.groups, groups as u64, "{stats:?}");
+            log.close().await.unwrap();
+            let seg = dir.join("00000000000000000001.wal");
+            // Zero the sector holding the middle of the first group.
+            let hole = 4096 + 20 * (24 + 200) / 512 * 512;
+            poke(&disk, &seg, hole as u64, &[0u8; 512]).await;
+            let opened = Wal::open(disk.clone(), &dir, small()).await;
+            if groups == 1 {
+                let (log, report) = opened.unwrap();
+                let cut = report.cut.clone().expect("cut");
+                assert!(cut.torn_tail, "{cut:?}");
+                assert!(report.next_lsn < 40 && report.next_lsn > 1, "{report:?}");
+                log.close().await.unwrap();
+            } else {
+                assert!(
+                    matches!(opened, Err(WalError::Corrupt { .. })),
+                    "{:?}",
+                    opened.map(|(_, r)| r)
+                );
+            }
+        }
     });
 }
