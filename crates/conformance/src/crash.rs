@@ -70,6 +70,12 @@ struct State {
     files: HashMap<PathBuf, MemFile>,
     open: HashMap<u64, Handle>,
     next_id: u64,
+    /// Operations that changed the disk (or asked for durability) so far.
+    ops: u64,
+    /// Take `frozen` once `ops` reaches this.
+    freeze_at: Option<u64>,
+    /// The files as they were right after operation `freeze_at`.
+    frozen: Option<HashMap<PathBuf, MemFile>>,
 }
 
 /// An in-memory [`DiskIo`] with a simulated power loss. Paths are names in its own namespace;
@@ -150,34 +156,82 @@ impl CrashDisk {
     /// seed is printed to stderr (shown when a test fails) so the state can be replayed.
     pub fn crash_with(&self, seed: u64, mode: CrashMode) -> CrashDisk {
         eprintln!("CrashDisk: power loss with seed {seed} ({mode:?})");
-        let mut rng = Rng::new(seed);
         let state = self.lock();
-        let mut paths: Vec<&PathBuf> = state.files.keys().collect();
-        paths.sort(); // a fixed order, so the seed's choices land on the same operations
-        let mut files = HashMap::new();
-        for path in paths {
-            let f = &state.files[path];
-            let mut image = f.durable.clone();
-            for op in &f.pending {
-                apply_at_crash(&mut image, op, mode, &mut rng);
-            }
-            let file = MemFile {
-                live: image.clone(),
-                durable: image,
-                pending: Vec::new(),
-            };
-            files.insert(path.clone(), file);
-        }
-        CrashDisk {
-            state: Arc::new(Mutex::new(State {
-                files,
-                open: HashMap::new(),
-                next_id: 1,
-            })),
-            stats: Stats::new(),
-        }
+        crash_files(&state.files, seed, mode)
     }
 
+    /// Arms a snapshot: right after the `n`th operation that changes the disk or asks for
+    /// durability (writes, length changes, syncs, creating, removing or renaming a file, directory
+    /// syncs; counted from 1), the files are set aside as they are. A power loss at exactly that
+    /// point is then [`crash_frozen`](Self::crash_frozen), while the workload runs on to its end.
+    /// Running a workload once per `n` crashes it after every one of its operations.
+    pub fn freeze_after(&self, n: u64) {
+        let mut state = self.lock();
+        state.freeze_at = Some(n);
+        state.frozen = None;
+    }
+
+    /// Whether the snapshot armed by [`freeze_after`](Self::freeze_after) has been taken: an
+    /// acknowledgement seen while this is `false` came before the crash point.
+    pub fn is_frozen(&self) -> bool {
+        self.lock().frozen.is_some()
+    }
+
+    /// Operations counted so far (see [`freeze_after`](Self::freeze_after)).
+    pub fn ops(&self) -> u64 {
+        self.lock().ops
+    }
+
+    /// A power loss at the snapshot point (as [`crash_with`](Self::crash_with) would have given
+    /// then), or `None` if the workload never reached it.
+    pub fn crash_frozen(&self, seed: u64, mode: CrashMode) -> Option<CrashDisk> {
+        let state = self.lock();
+        state
+            .frozen
+            .as_ref()
+            .map(|files| crash_files(files, seed, mode))
+    }
+
+    /// Counts an operation; takes the snapshot if this is the one armed.
+    fn tick(&self) {
+        let mut state = self.lock();
+        state.ops += 1;
+        if state.freeze_at == Some(state.ops) && state.frozen.is_none() {
+            state.frozen = Some(state.files.clone());
+        }
+    }
+}
+
+/// The disk after a power loss, from `files`' durable images and their pending operations.
+fn crash_files(files: &HashMap<PathBuf, MemFile>, seed: u64, mode: CrashMode) -> CrashDisk {
+    let mut rng = Rng::new(seed);
+    let mut paths: Vec<&PathBuf> = files.keys().collect();
+    paths.sort(); // a fixed order, so the seed's choices land on the same operations
+    let mut out = HashMap::new();
+    for path in paths {
+        let f = &files[path];
+        let mut image = f.durable.clone();
+        for op in &f.pending {
+            apply_at_crash(&mut image, op, mode, &mut rng);
+        }
+        let file = MemFile {
+            live: image.clone(),
+            durable: image,
+            pending: Vec::new(),
+        };
+        out.insert(path.clone(), file);
+    }
+    CrashDisk {
+        state: Arc::new(Mutex::new(State {
+            files: out,
+            next_id: 1,
+            ..State::default()
+        })),
+        stats: Stats::new(),
+    }
+}
+
+impl CrashDisk {
     /// Operations not yet covered by a sync, over all files.
     pub fn unsynced_ops(&self) -> usize {
         self.lock().files.values().map(|f| f.pending.len()).sum()
@@ -361,9 +415,11 @@ impl DiskIo for CrashDisk {
                 return Err(Error::from_errno(ctx.clone(), libc::ENOENT));
             }
             let file = state.files.entry(path.to_path_buf()).or_default();
+            let mut changed = !exists;
             if options.is_truncate() && !file.live.is_empty() {
                 file.live.clear();
                 file.pending.push(Pending::SetLen(0));
+                changed = true;
             }
             let id = state.next_id;
             state.next_id += 1;
@@ -376,8 +432,14 @@ impl DiskIo for CrashDisk {
                     direct: options.is_direct(),
                 },
             );
-            Ok(FileId::from_raw(id))
+            Ok((FileId::from_raw(id), changed))
         })();
+        let res = res.map(|(id, changed)| {
+            if changed {
+                self.tick();
+            }
+            id
+        });
         timer.finish(&res, |_| 0);
         res
     }
@@ -423,6 +485,9 @@ impl DiskIo for CrashDisk {
         let timer = self.stats.start(Op::Write);
         let res = self.write_parts(Op::Write, file, &[&buf], &[buf.as_ptr() as usize], offset);
         timer.finish(&res, |&n| n as u64);
+        if res.is_ok() {
+            self.tick();
+        }
         (res, buf)
     }
 
@@ -438,6 +503,9 @@ impl DiskIo for CrashDisk {
         let res = self.write_parts(Op::Writev, file, &parts, &addrs, offset);
         drop(parts);
         timer.finish(&res, |&n| n as u64);
+        if res.is_ok() {
+            self.tick();
+        }
         (res, bufs)
     }
 
@@ -449,6 +517,9 @@ impl DiskIo for CrashDisk {
             Ok(())
         });
         timer.finish(&res, |_| 0);
+        if res.is_ok() {
+            self.tick();
+        }
         res
     }
 
@@ -474,6 +545,9 @@ impl DiskIo for CrashDisk {
                 })
             });
         timer.finish(&res, |_| 0);
+        if res.is_ok() {
+            self.tick();
+        }
         res
     }
 
@@ -493,6 +567,9 @@ impl DiskIo for CrashDisk {
                 })
             });
         timer.finish(&res, |_| 0);
+        if res.is_ok() {
+            self.tick();
+        }
         res
     }
 
@@ -533,8 +610,12 @@ impl DiskIo for CrashDisk {
     }
 
     async fn remove_file(&self, path: &Path) -> Result<()> {
-        match self.lock().files.remove(path) {
-            Some(_) => Ok(()),
+        let removed = self.lock().files.remove(path);
+        match removed {
+            Some(_) => {
+                self.tick();
+                Ok(())
+            }
             None => Err(Error::from_errno(
                 Context::new(Op::Dir).path(path),
                 libc::ENOENT,
@@ -558,11 +639,15 @@ impl DiskIo for CrashDisk {
                 handle.path = Arc::clone(&to);
             }
         }
+        drop(state);
+        self.tick();
         Ok(())
     }
 
     async fn sync_dir(&self, _dir: &Path) -> Result<()> {
-        // Directory entries are durable at once in this model (see the module docs).
+        // Directory entries are durable at once in this model (see the module docs); the call
+        // is still a point a power loss can come before or after.
+        self.tick();
         Ok(())
     }
 }

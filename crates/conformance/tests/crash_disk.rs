@@ -207,3 +207,40 @@ fn directory_entries_live_in_the_disk_namespace() {
         |cx| async move { conformance::scenarios::directory_entries(&cx).await },
     );
 }
+
+#[test]
+fn a_frozen_snapshot_is_the_disk_right_after_the_nth_operation() {
+    block_on(async {
+        let make = |n: u64| async move {
+            let disk = CrashDisk::new();
+            disk.freeze_after(n);
+            let f = disk
+                .open(Path::new("f"), &OpenOptions::read_write_create())
+                .await
+                .unwrap(); // op 1: the file is created
+            write(&disk, f, 0xAA, 512, 0).await; // op 2
+            disk.fsync(f, SyncKind::Data).await.unwrap(); // op 3
+            write(&disk, f, 0xBB, 512, 512).await; // op 4
+            assert_eq!(disk.ops(), 4);
+            disk
+        };
+        let image = |d: &CrashDisk| d.file_image(Path::new("f"));
+        let at2 = make(2).await;
+        assert!(at2.is_frozen());
+        let lost = at2.crash_frozen(1, CrashMode::DropAll).unwrap();
+        assert_eq!(
+            image(&lost),
+            Some(Vec::new()),
+            "the write after the creation was unsynced"
+        );
+        let kept = at2.crash_frozen(1, CrashMode::KeepAll).unwrap();
+        assert_eq!(image(&kept), Some(vec![0xAA; 512]));
+        let at3 = make(3).await.crash_frozen(1, CrashMode::DropAll).unwrap();
+        assert_eq!(image(&at3), Some(vec![0xAA; 512]), "synced at op 3");
+        let at4 = make(4).await.crash_frozen(1, CrashMode::KeepAll).unwrap();
+        assert_eq!(image(&at4).unwrap().len(), 1024);
+        let never = make(9).await;
+        assert!(!never.is_frozen());
+        assert!(never.crash_frozen(1, CrashMode::KeepAll).is_none());
+    });
+}
