@@ -491,8 +491,15 @@ impl<D: DiskIo> Wal<D> {
         inner.progress.notify_waiters();
         inner.space.notify_waiters();
         if let Some(p) = prepared {
-            inner.disk.close(p.file).await?;
-            inner.disk.remove_file(&p.path).await?;
+            // Never part of the log: a failure to drop it is not the log's (the next open
+            // removes it).
+            let dropped = match inner.disk.close(p.file).await {
+                Ok(()) => inner.disk.remove_file(&p.path).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = dropped {
+                tracing::warn!(error = %e, "could not remove the prepared WAL segment");
+            }
         }
         if let Some(f) = file {
             inner.disk.close(f).await?;
