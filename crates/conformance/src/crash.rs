@@ -8,9 +8,11 @@
 //! 512-byte sector of a write kept or lost on its own). The seed is printed, and the same seed on
 //! the same history gives the same disk, so a failure replays exactly.
 //!
-//! Limits of the model (for now): files exist from the moment they are created and are gone from
-//! the moment they are removed (directory entries are durable at once, so `sync_dir` has nothing
-//! to do), and a sync makes every earlier operation on the file durable.
+//! Directory entries: by default a file exists (after a crash too) from the moment it is created
+//! and is gone from the moment it is removed. With [`CrashDisk::strict_directories`], creating,
+//! removing and renaming change only the live namespace until `sync_dir` of the directory; a
+//! power loss keeps the names as of the last `sync_dir`. A sync of a file makes every earlier
+//! operation on it durable (its contents, not its name).
 
 use std::collections::HashMap;
 use std::io;
@@ -53,6 +55,8 @@ enum Pending {
 
 #[derive(Debug, Clone, Default)]
 struct MemFile {
+    /// The file's identity (its inode): names point at it.
+    id: u64,
     live: Vec<u8>,
     durable: Vec<u8>,
     pending: Vec<Pending>,
@@ -65,17 +69,64 @@ struct Handle {
     direct: bool,
 }
 
+/// What a power loss starts from: the files, the names that survive, and files that are gone
+/// from the live namespace but still have a surviving name.
+#[derive(Debug, Clone, Default)]
+struct Image {
+    /// The live namespace.
+    files: HashMap<PathBuf, MemFile>,
+    /// Names that survive a power loss: path to file id.
+    durable_names: HashMap<PathBuf, u64>,
+    /// Files removed or replaced since their name was last made durable.
+    detached: HashMap<u64, MemFile>,
+}
+
 #[derive(Default)]
 struct State {
-    files: HashMap<PathBuf, MemFile>,
+    img: Image,
+    /// Directory entries become durable only by `sync_dir` (else at once).
+    strict_dirs: bool,
+    next_file: u64,
     open: HashMap<u64, Handle>,
     next_id: u64,
     /// Operations that changed the disk (or asked for durability) so far.
     ops: u64,
     /// Take `frozen` once `ops` reaches this.
     freeze_at: Option<u64>,
-    /// The files as they were right after operation `freeze_at`.
-    frozen: Option<HashMap<PathBuf, MemFile>>,
+    /// The disk as it was right after operation `freeze_at`.
+    frozen: Option<Image>,
+}
+
+impl State {
+    /// After a change of the namespace under `path`'s directory: without strict directories
+    /// the change is durable at once.
+    fn entries_changed(&mut self, path: &Path) {
+        if !self.strict_dirs {
+            if let Some(dir) = path.parent() {
+                self.sync_entries(dir);
+            }
+        }
+    }
+
+    /// Makes the entries of `dir` durable as they are now.
+    fn sync_entries(&mut self, dir: &Path) {
+        let img = &mut self.img;
+        img.durable_names.retain(|p, _| p.parent() != Some(dir));
+        for (p, f) in &img.files {
+            if p.parent() == Some(dir) {
+                img.durable_names.insert(p.clone(), f.id);
+            }
+        }
+        let named: std::collections::HashSet<u64> = img.durable_names.values().copied().collect();
+        img.detached.retain(|id, _| named.contains(id));
+    }
+
+    /// Keeps a file that left the live namespace if a durable name still points at it.
+    fn detach(&mut self, f: MemFile) {
+        if self.img.durable_names.values().any(|&id| id == f.id) {
+            self.img.detached.insert(f.id, f);
+        }
+    }
 }
 
 /// An in-memory [`DiskIo`] with a simulated power loss. Paths are names in its own namespace;
@@ -121,7 +172,8 @@ impl std::fmt::Debug for CrashDisk {
 }
 
 impl CrashDisk {
-    /// An empty disk.
+    /// An empty disk whose directory entries (files created, removed, renamed) are durable at
+    /// once; see [`strict_directories`](Self::strict_directories) for the stricter model.
     pub fn new() -> Self {
         Self {
             state: Arc::new(Mutex::new(State {
@@ -130,6 +182,14 @@ impl CrashDisk {
             })),
             stats: Stats::new(),
         }
+    }
+
+    /// This disk, with directory entries that survive a power loss only once `sync_dir` of their
+    /// directory returned: a file created (or renamed into place) and not covered by it
+    /// disappears at a crash, a removed one comes back, a renamed one has its old name.
+    pub fn strict_directories(self) -> Self {
+        self.lock().strict_dirs = true;
+        self
     }
 
     /// For [`suite!`](crate::suite)-style constructors.
@@ -157,7 +217,7 @@ impl CrashDisk {
     pub fn crash_with(&self, seed: u64, mode: CrashMode) -> CrashDisk {
         eprintln!("CrashDisk: power loss with seed {seed} ({mode:?})");
         let state = self.lock();
-        crash_files(&state.files, seed, mode)
+        crash_image(&state.img, state.strict_dirs, seed, mode)
     }
 
     /// Arms a snapshot: right after the `n`th operation that changes the disk or asks for
@@ -189,7 +249,7 @@ impl CrashDisk {
         state
             .frozen
             .as_ref()
-            .map(|files| crash_files(files, seed, mode))
+            .map(|img| crash_image(img, state.strict_dirs, seed, mode))
     }
 
     /// Counts an operation; takes the snapshot if this is the one armed.
@@ -197,33 +257,49 @@ impl CrashDisk {
         let mut state = self.lock();
         state.ops += 1;
         if state.freeze_at == Some(state.ops) && state.frozen.is_none() {
-            state.frozen = Some(state.files.clone());
+            state.frozen = Some(state.img.clone());
         }
     }
 }
 
-/// The disk after a power loss, from `files`' durable images and their pending operations.
-fn crash_files(files: &HashMap<PathBuf, MemFile>, seed: u64, mode: CrashMode) -> CrashDisk {
+/// The disk after a power loss: every durably named file, from its durable image and its pending
+/// operations as `mode` and `seed` decide.
+fn crash_image(img: &Image, strict_dirs: bool, seed: u64, mode: CrashMode) -> CrashDisk {
     let mut rng = Rng::new(seed);
-    let mut paths: Vec<&PathBuf> = files.keys().collect();
-    paths.sort(); // a fixed order, so the seed's choices land on the same operations
+    let mut names: Vec<(&PathBuf, &u64)> = img.durable_names.iter().collect();
+    names.sort(); // a fixed order, so the seed's choices land on the same operations
     let mut out = HashMap::new();
-    for path in paths {
-        let f = &files[path];
+    let mut next_file = 1;
+    for (path, id) in names {
+        let found = img
+            .files
+            .values()
+            .find(|f| f.id == *id)
+            .or_else(|| img.detached.get(id));
+        let Some(f) = found else { continue };
         let mut image = f.durable.clone();
         for op in &f.pending {
             apply_at_crash(&mut image, op, mode, &mut rng);
         }
+        next_file = next_file.max(id + 1);
         let file = MemFile {
+            id: *id,
             live: image.clone(),
             durable: image,
             pending: Vec::new(),
         };
         out.insert(path.clone(), file);
     }
+    let durable_names = out.iter().map(|(p, f)| (p.clone(), f.id)).collect();
     CrashDisk {
         state: Arc::new(Mutex::new(State {
-            files: out,
+            img: Image {
+                files: out,
+                durable_names,
+                detached: HashMap::new(),
+            },
+            strict_dirs,
+            next_file,
             next_id: 1,
             ..State::default()
         })),
@@ -234,17 +310,22 @@ fn crash_files(files: &HashMap<PathBuf, MemFile>, seed: u64, mode: CrashMode) ->
 impl CrashDisk {
     /// Operations not yet covered by a sync, over all files.
     pub fn unsynced_ops(&self) -> usize {
-        self.lock().files.values().map(|f| f.pending.len()).sum()
+        self.lock()
+            .img
+            .files
+            .values()
+            .map(|f| f.pending.len())
+            .sum()
     }
 
     /// The live contents of a file (what reads see), if it exists.
     pub fn file_image(&self, path: &Path) -> Option<Vec<u8>> {
-        self.lock().files.get(path).map(|f| f.live.clone())
+        self.lock().img.files.get(path).map(|f| f.live.clone())
     }
 
     /// The durable contents of a file (what survives any crash), if it exists.
     pub fn durable_image(&self, path: &Path) -> Option<Vec<u8>> {
-        self.lock().files.get(path).map(|f| f.durable.clone())
+        self.lock().img.files.get(path).map(|f| f.durable.clone())
     }
 
     /// Runs `f` on the open file's handle and data.
@@ -268,7 +349,7 @@ impl CrashDisk {
                 reason,
             });
         };
-        match state.files.get_mut(&*handle.path) {
+        match state.img.files.get_mut(&*handle.path) {
             Some(file) => f(handle, file),
             None => Err(Error::from_errno(
                 ctx.clone().path(handle.path.clone()),
@@ -407,14 +488,28 @@ impl DiskIo for CrashDisk {
                 ));
             }
             let mut state = self.lock();
-            let exists = state.files.contains_key(path);
+            let exists = state.img.files.contains_key(path);
             if exists && options.is_create_new() {
                 return Err(Error::from_errno(ctx.clone(), libc::EEXIST));
             }
             if !(exists || options.is_create() || options.is_create_new()) {
                 return Err(Error::from_errno(ctx.clone(), libc::ENOENT));
             }
-            let file = state.files.entry(path.to_path_buf()).or_default();
+            if !exists {
+                state.next_file += 1;
+                let id = state.next_file;
+                state.img.files.insert(
+                    path.to_path_buf(),
+                    MemFile {
+                        id,
+                        ..MemFile::default()
+                    },
+                );
+                state.entries_changed(path);
+            }
+            let Some(file) = state.img.files.get_mut(path) else {
+                return Err(Error::from_errno(ctx.clone(), libc::ENOENT));
+            };
             let mut changed = !exists;
             if options.is_truncate() && !file.live.is_empty() {
                 file.live.clear();
@@ -595,6 +690,7 @@ impl DiskIo for CrashDisk {
     async fn list_dir(&self, dir: &Path) -> Result<Vec<String>> {
         let state = self.lock();
         let mut names: Vec<String> = state
+            .img
             .files
             .keys()
             .filter(|p| p.parent() == Some(dir))
@@ -610,13 +706,23 @@ impl DiskIo for CrashDisk {
     }
 
     async fn remove_file(&self, path: &Path) -> Result<()> {
-        let removed = self.lock().files.remove(path);
+        let removed = {
+            let mut state = self.lock();
+            let removed = state.img.files.remove(path);
+            if let Some(f) = removed {
+                state.detach(f);
+                state.entries_changed(path);
+                true
+            } else {
+                false
+            }
+        };
         match removed {
-            Some(_) => {
+            true => {
                 self.tick();
                 Ok(())
             }
-            None => Err(Error::from_errno(
+            false => Err(Error::from_errno(
                 Context::new(Op::Dir).path(path),
                 libc::ENOENT,
             )),
@@ -625,13 +731,17 @@ impl DiskIo for CrashDisk {
 
     async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         let mut state = self.lock();
-        let Some(file) = state.files.remove(from) else {
+        let Some(file) = state.img.files.remove(from) else {
             return Err(Error::from_errno(
                 Context::new(Op::Dir).path(from),
                 libc::ENOENT,
             ));
         };
-        state.files.insert(to.to_path_buf(), file);
+        if let Some(replaced) = state.img.files.insert(to.to_path_buf(), file) {
+            state.detach(replaced);
+        }
+        state.entries_changed(from);
+        state.entries_changed(to);
         // Open handles follow the file, as descriptors do.
         let to: Arc<Path> = Arc::from(to);
         for handle in state.open.values_mut() {
@@ -644,9 +754,10 @@ impl DiskIo for CrashDisk {
         Ok(())
     }
 
-    async fn sync_dir(&self, _dir: &Path) -> Result<()> {
-        // Directory entries are durable at once in this model (see the module docs); the call
-        // is still a point a power loss can come before or after.
+    async fn sync_dir(&self, dir: &Path) -> Result<()> {
+        // Without strict directories the entries are durable already; the call is still a
+        // point a power loss can come before or after.
+        self.lock().sync_entries(dir);
         self.tick();
         Ok(())
     }

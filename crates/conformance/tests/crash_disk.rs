@@ -244,3 +244,49 @@ fn a_frozen_snapshot_is_the_disk_right_after_the_nth_operation() {
         assert!(never.crash_frozen(1, CrashMode::KeepAll).is_none());
     });
 }
+
+#[test]
+fn with_strict_directories_only_synced_entries_survive() {
+    block_on(async {
+        let disk = CrashDisk::new().strict_directories();
+        let dir = Path::new("d");
+        let create = |name: &'static str| {
+            let disk = disk.clone();
+            async move {
+                let f = disk
+                    .open(&dir.join(name), &OpenOptions::read_write_create())
+                    .await
+                    .unwrap();
+                write(&disk, f, 1, 512, 0).await;
+                disk.fsync(f, SyncKind::All).await.unwrap();
+                disk.close(f).await.unwrap();
+            }
+        };
+        create("kept").await;
+        create("removed").await;
+        create("renamed").await;
+        disk.sync_dir(dir).await.unwrap();
+        create("unsynced").await;
+        disk.remove_file(&dir.join("removed")).await.unwrap();
+        disk.rename(&dir.join("renamed"), &dir.join("new-name"))
+            .await
+            .unwrap();
+        assert_eq!(
+            disk.list_dir(dir).await.unwrap(),
+            ["kept", "new-name", "unsynced"]
+        );
+        let after = disk.crash_with(1, CrashMode::KeepAll);
+        assert_eq!(
+            after.list_dir(dir).await.unwrap(),
+            ["kept", "removed", "renamed"],
+            "the names of the last sync_dir, with their synced contents"
+        );
+        assert_eq!(after.file_image(&dir.join("removed")), Some(vec![1; 512]));
+        disk.sync_dir(dir).await.unwrap();
+        let after = disk.crash_with(1, CrashMode::KeepAll);
+        assert_eq!(
+            after.list_dir(dir).await.unwrap(),
+            ["kept", "new-name", "unsynced"]
+        );
+    });
+}

@@ -105,7 +105,7 @@ fn every_failing_operation_loses_nothing_acknowledged() {
             let mut n = 1;
             loop {
                 let plan = FaultPlan::new(FaultTarget::Any, n).mode(mode).errno(errno);
-                let inner = CrashDisk::new();
+                let inner = CrashDisk::new().strict_directories();
                 let (acked, injected) = workload(&inner, plan).await;
                 let what = format!("{name}, operation {n} failing");
                 check(inner.clone(), acked, &what).await;

@@ -95,7 +95,7 @@ fn every_crash_point_recovers_every_acknowledged_record() {
         .unwrap();
     // One clean run counts the operations: the crash points.
     let points = rt.block_on(async {
-        let disk = CrashDisk::new();
+        let disk = CrashDisk::new().strict_directories();
         workload(&disk, &batches).await;
         disk.ops()
     });
@@ -111,7 +111,7 @@ fn every_crash_point_recovers_every_acknowledged_record() {
     let mut reached = 0u64;
     rt.block_on(async {
         for point in 1..=points {
-            let disk = CrashDisk::new();
+            let disk = CrashDisk::new().strict_directories();
             disk.freeze_after(point);
             let acked = workload(&disk, &batches).await;
             if !disk.is_frozen() {
