@@ -1,0 +1,210 @@
+//! Real processes: a child process appends with `Sync` durability from 8 tasks and reports every
+//! acknowledged LSN to its parent over a pipe; the parent `SIGKILL`s it at a random moment,
+//! recovers the log, and checks that every acknowledged record is there, intact, in a contiguous
+//! log. 50 kills per backend (`DISKIO_KILLS` for more); `DISKIO_SEED` replays the timing.
+//!
+//! The child is this test binary itself, started again with `DISKIO_WAL_CHILD` set.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // tests: a failed step panics
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use conformance::Rng;
+use conformance::harness::ScratchDir;
+use diskio::DynDiskIo;
+use wal::{Wal, WalOptions};
+
+const CHILD_ENV: &str = "DISKIO_WAL_CHILD";
+const TASKS: u64 = 8;
+
+fn opts() -> WalOptions {
+    // Small segments, so kills land during rotations too.
+    WalOptions::new()
+        .segment_bytes(256 << 10)
+        .record_max(4 << 10)
+}
+
+/// The record task `t` appends as its `k`th.
+fn payload(t: u64, k: u64) -> Vec<u8> {
+    let mut rng = Rng::new((t << 32) ^ k ^ 0x5151);
+    let len = 50 + (rng.next_u64() % 400) as usize;
+    let mut v = format!("{t}:{k}:").into_bytes();
+    v.extend((0..len).map(|_| rng.next_u64() as u8));
+    v
+}
+
+fn disk(backend: &str) -> Option<Arc<dyn DynDiskIo>> {
+    match backend {
+        "raw" => match diskio_raw::RawDisk::with_defaults() {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) => {
+                eprintln!("SKIPPED raw backend: {e}");
+                None
+            }
+        },
+        _ => Some(Arc::new(
+            diskio_blocking::BlockingDisk::with_defaults().unwrap(),
+        )),
+    }
+}
+
+/// The child: appends until killed, printing `ACK <lsn> <task> <k>` once each append returns.
+fn child(dir: &Path, backend: &str, first_k: u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let Some(disk) = disk(backend) else { return };
+        let (log, _) = Wal::open(disk, dir, opts()).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for k in first_k.. {
+                    let lsn = log.append(&payload(t, k)).await.unwrap();
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ACK {lsn} {t} {k}").unwrap();
+                    out.flush().unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+}
+
+/// Recovers the log in `dir` and checks every acknowledged record.
+fn check(dir: &Path, backend: &str, acked: &BTreeMap<u64, (u64, u64)>, round: u64) -> u64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let disk = disk(backend).unwrap();
+        let (log, report) = Wal::open(disk, dir, opts())
+            .await
+            .unwrap_or_else(|e| panic!("{backend}, kill {round}: recovery failed: {e}"));
+        let mut reader = log.reader(1);
+        let mut got = BTreeMap::new();
+        let mut lsn = 0;
+        while let Some(rec) = reader.next().await.unwrap() {
+            lsn += 1;
+            assert_eq!(rec.lsn, lsn, "{backend}, kill {round}: contiguous");
+            got.insert(rec.lsn, rec.data);
+        }
+        for (lsn, (t, k)) in acked {
+            assert!(
+                got.get(lsn) == Some(&payload(*t, *k)),
+                "{backend}, kill {round}: acknowledged LSN {lsn} (task {t}, #{k}) lost or \
+                 changed ({report:?})"
+            );
+        }
+        log.close().await.unwrap();
+        lsn
+    })
+}
+
+fn kills(backend: &str) {
+    let rounds: u64 = std::env::var("DISKIO_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let seed = conformance::seed_from_env("DISKIO_SEED");
+    eprintln!("{backend}: {rounds} kills, DISKIO_SEED={seed}");
+    if disk(backend).is_none() {
+        return;
+    }
+    let mut rng = Rng::new(seed);
+    let scratch = ScratchDir::new(&format!("wal-kill-{backend}"));
+    let dir: PathBuf = scratch.path().join("log");
+    let exe = std::env::current_exe().unwrap();
+    let mut acked: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    let mut first_k = 0;
+    for round in 1..=rounds {
+        let mut child = Command::new(&exe)
+            .args([
+                "child_process",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, format!("{}|{backend}|{first_k}", dir.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("ACK ") {
+                    if lines.is_empty() {
+                        let _ = tx.send(());
+                    }
+                    lines.push(line);
+                }
+            }
+            lines
+        });
+        // Kill at a random moment once appends are flowing.
+        let _ = rx.recv_timeout(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_micros(rng.below(40_000)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let lines = reader.join().unwrap();
+        for line in &lines {
+            let f: Vec<u64> = line[4..]
+                .split(' ')
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if let [lsn, t, k] = f[..] {
+                let before = acked.insert(lsn, (t, k));
+                assert!(
+                    before.is_none() || before == Some((t, k)),
+                    "LSN {lsn} acknowledged twice for different records"
+                );
+            }
+        }
+        first_k += 1_000_000; // every child's records are new
+        let recovered = check(&dir, backend, &acked, round);
+        assert!(recovered >= acked.len() as u64);
+    }
+    eprintln!(
+        "{backend}: {rounds} kills, {} acknowledged records, all recovered intact",
+        acked.len()
+    );
+    assert!(!acked.is_empty(), "the children acknowledged records");
+}
+
+/// Not a test on its own: the child process's body (does nothing unless started as a child).
+#[test]
+fn child_process() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut parts = spec.split('|');
+    let dir = PathBuf::from(parts.next().unwrap());
+    let backend = parts.next().unwrap().to_owned();
+    let first_k = parts.next().unwrap().parse().unwrap();
+    child(&dir, &backend, first_k);
+}
+
+#[test]
+fn sigkill_loses_nothing_acknowledged_blocking() {
+    kills("blocking");
+}
+
+#[test]
+fn sigkill_loses_nothing_acknowledged_raw() {
+    kills("raw");
+}
