@@ -1,0 +1,111 @@
+//! Compound failure: recovery itself meets an I/O error (at its Nth operation, for every N, once
+//! and from then on), possibly followed by a power loss; a later clean recovery still loses
+//! nothing acknowledged.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // tests: a failed step panics
+
+use std::path::Path;
+use std::sync::Arc;
+
+use conformance::{CrashDisk, CrashMode, FailingDisk, FaultMode, FaultPlan, FaultTarget, Rng};
+use diskio::{AlignedBuf, DiskIo, OpenOptions, SyncKind};
+use wal::{Wal, WalOptions};
+
+fn opts() -> WalOptions {
+    WalOptions::new()
+        .segment_bytes(64 << 10)
+        .record_max(4 << 10)
+}
+
+fn payload(lsn: u64) -> Vec<u8> {
+    let mut rng = Rng::new(lsn ^ 0xC0C0);
+    let len = 100 + (rng.next_u64() % 500) as usize;
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// A log of `records` acknowledged records whose last segment ends in a torn write, so that
+/// recovery has work to do (zero the tail, sync, prepare the next segment).
+async fn torn_log(records: u64) -> CrashDisk {
+    let disk = CrashDisk::new().strict_directories();
+    let (log, _) = Wal::open(disk.clone(), Path::new("log"), opts())
+        .await
+        .unwrap();
+    for lsn in 1..=records {
+        assert_eq!(log.append(&payload(lsn)).await.unwrap(), lsn);
+    }
+    log.close().await.unwrap();
+    let names = disk.list_dir(Path::new("log")).await.unwrap();
+    let last = Path::new("log").join(names.last().unwrap());
+    let image = disk.file_image(&last).unwrap();
+    let end = image.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let f = disk
+        .open(&last, &OpenOptions::new().read(true).write(true))
+        .await
+        .unwrap();
+    let junk = AlignedBuf::from_slice(&[0x5A; 700], 512).unwrap();
+    let (res, _) = disk.write_all_at(f, junk, end.div_ceil(8) as u64 * 8).await;
+    res.unwrap();
+    disk.fsync(f, SyncKind::Data).await.unwrap();
+    disk.close(f).await.unwrap();
+    disk
+}
+
+async fn clean_recovery(disk: CrashDisk, records: u64, what: &str) {
+    let (log, report) = Wal::open(disk, Path::new("log"), opts())
+        .await
+        .unwrap_or_else(|e| panic!("{what}: the clean recovery failed: {e}"));
+    let mut reader = log.reader(1);
+    let mut lsn = 0;
+    while let Some(rec) = reader.next().await.unwrap() {
+        lsn += 1;
+        assert_eq!(rec.lsn, lsn, "{what}");
+        assert!(rec.data == payload(lsn), "{what}: record {lsn} changed");
+    }
+    assert_eq!(
+        lsn, records,
+        "{what}: acknowledged records lost ({report:?})"
+    );
+    assert_eq!(log.append(b"again").await.unwrap(), records + 1, "{what}");
+}
+
+#[test]
+fn a_failing_recovery_leaves_the_log_recoverable() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let records = 250;
+        let mut runs = 0;
+        for mode in [FaultMode::Once, FaultMode::FromThenOn] {
+            let mut n = 1;
+            loop {
+                let disk = torn_log(records).await;
+                let failing = Arc::new(FailingDisk::new(
+                    disk.clone(),
+                    FaultPlan::new(FaultTarget::Any, n).mode(mode),
+                ));
+                let opened = Wal::open(
+                    Arc::clone(&failing) as Arc<dyn diskio::DynDiskIo>,
+                    Path::new("log"),
+                    opts(),
+                )
+                .await;
+                if let Ok((log, _)) = opened {
+                    drop(log);
+                }
+                let what = format!("{mode:?}, recovery's operation {n} failing");
+                // The power loss first: the clean recovery below appends to the live disk.
+                let crashed = disk.crash_with(n, CrashMode::Random);
+                clean_recovery(disk.clone(), records, &what).await;
+                clean_recovery(crashed, records, &format!("{what}, then a power loss")).await;
+                runs += 1;
+                if failing.injected() == 0 {
+                    assert!(n > 3, "recovery did some I/O ({n})");
+                    break;
+                }
+                n += 1;
+            }
+        }
+        eprintln!("compound failure: {runs} failing recoveries, each recovered cleanly after");
+    });
+}
