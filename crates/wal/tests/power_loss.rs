@@ -1,5 +1,6 @@
-//! The power-loss sweep: a group-commit workload on `CrashDisk`, crashed right after every one of
-//! its I/O operations in turn, each crash point under several seeded fates of the unsynced
+//! The power-loss sweep: a group-commit workload on `CrashDisk` (appends, rotations, truncation
+//! of old segments; directory entries durable only by a directory sync), crashed right after
+//! every one of its I/O operations in turn, each crash point under several seeded fates of the unsynced
 //! writes (kept, dropped, torn at 512-byte sectors). Every state must recover in `Strict` mode
 //! with every acknowledged record intact, nothing corrupt returned, and the log a contiguous
 //! prefix of what was submitted.
@@ -28,34 +29,59 @@ fn payload(lsn: u64) -> Vec<u8> {
     (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
+/// What the workload did before the disk froze.
+#[derive(Debug, Clone, Copy, Default)]
+struct Done {
+    /// The last LSN acknowledged.
+    acked: u64,
+    /// Records below this were asked to go (`truncate_before`), before the freeze or after.
+    truncated_ever: u64,
+}
+
 /// The workload: batches of 1 to 4 records, each batch one `append_batch` (one group on this
-/// current-thread runtime). Returns the last LSN acknowledged before the disk froze.
-async fn workload(disk: &CrashDisk, batches: &[usize]) -> u64 {
+/// current-thread runtime), and every 20 batches a `truncate_before` that keeps the last 60
+/// records (so whole segments are deleted). Returns what was done before the disk froze.
+async fn workload(disk: &CrashDisk, batches: &[usize]) -> Done {
     let (log, _) = Wal::open(disk.clone(), Path::new("log"), opts())
         .await
         .unwrap();
-    let mut acked = 0;
+    let mut done = Done {
+        truncated_ever: 1,
+        ..Done::default()
+    };
     let mut next = 1u64;
-    for &n in batches {
+    for (i, &n) in batches.iter().enumerate() {
         let records: Vec<Vec<u8>> = (next..next + n as u64).map(payload).collect();
         let refs: Vec<&[u8]> = records.iter().map(|r| &r[..]).collect();
         let last = log.append_batch(&refs).await.unwrap();
         next = last + 1;
         if !disk.is_frozen() {
-            acked = last;
+            done.acked = last;
+        }
+        if i % 20 == 19 && next > 60 {
+            let before = next - 60;
+            done.truncated_ever = before;
+            log.truncate_before(before).await.unwrap();
         }
     }
     log.close().await.unwrap();
-    acked
+    done
 }
 
-/// Recovers the crashed disk and checks it against what was acknowledged.
-async fn check(crashed: CrashDisk, acked: u64, what: &str) {
+/// Recovers the crashed disk and checks it against what was acknowledged (and truncated).
+async fn check(crashed: CrashDisk, done: Done, what: &str) {
+    let acked = done.acked;
     let (log, report) = Wal::open(crashed, Path::new("log"), opts())
         .await
         .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
-    let mut reader = log.reader(1);
-    let mut lsn = 0;
+    // Truncation may have removed records below what it was asked for, never more.
+    let first = report.first_lsn;
+    assert!(
+        first <= done.truncated_ever.max(1),
+        "{what}: the log starts at {first}, past what was truncated ({done:?})"
+    );
+    let mut reader = log.reader(first);
+    let mut lsn = first - 1;
     while let Some(rec) = reader
         .next()
         .await
@@ -69,6 +95,7 @@ async fn check(crashed: CrashDisk, acked: u64, what: &str) {
         lsn >= acked,
         "{what}: acknowledged records lost: recovered up to {lsn}, acknowledged {acked} ({report:?})"
     );
+
     assert_eq!(report.next_lsn, lsn + 1, "{what}");
     drop(log);
 }
@@ -97,6 +124,13 @@ fn every_crash_point_recovers_every_acknowledged_record() {
     let points = rt.block_on(async {
         let disk = CrashDisk::new().strict_directories();
         workload(&disk, &batches).await;
+        let names = diskio::DiskIo::list_dir(&disk, Path::new("log"))
+            .await
+            .unwrap();
+        assert!(
+            !names.contains(&wal::format::segment_name(1)),
+            "the workload's truncation deleted the first segment: {names:?}"
+        );
         disk.ops()
     });
     let per_point = target.div_ceil(points).max(1);
@@ -113,7 +147,7 @@ fn every_crash_point_recovers_every_acknowledged_record() {
         for point in 1..=points {
             let disk = CrashDisk::new().strict_directories();
             disk.freeze_after(point);
-            let acked = workload(&disk, &batches).await;
+            let done = workload(&disk, &batches).await;
             if !disk.is_frozen() {
                 continue; // this run did fewer operations than the counting one
             }
@@ -126,7 +160,7 @@ fn every_crash_point_recovers_every_acknowledged_record() {
                      (DISKIO_SEED={seed})"
                 );
                 let crashed = disk.crash_frozen(crash_seed, mode).unwrap();
-                check(crashed, acked, &what).await;
+                check(crashed, done, &what).await;
                 states += 1;
             }
         }
