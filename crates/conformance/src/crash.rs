@@ -4,8 +4,9 @@
 //! power loss). Writes, length changes and preallocations change the live image at once and are
 //! remembered as *pending* until a sync of that file makes the live image durable. A simulated
 //! power loss ([`CrashDisk::crash`]) builds a new disk from the durable images plus, for each
-//! pending operation in order, a seeded choice: **keep** it, **drop** it, or **tear** it (each
-//! 512-byte sector of a write kept or lost on its own). The seed is printed, and the same seed on
+//! pending operation in order, a seeded choice: **keep** it, **drop** it, **tear** it (each
+//! 512-byte sector of a write kept or lost on its own), or tear it with **garbage** in the lost
+//! sectors. The seed is printed, and the same seed on
 //! the same history gives the same disk, so a failure replays exactly.
 //!
 //! Directory entries: by default a file exists (after a crash too) from the moment it is created
@@ -45,6 +46,10 @@ pub enum CrashMode {
     DropAll,
     /// Every unsynced write is torn at sector granularity by the seed.
     TearAll,
+    /// Every unsynced write is torn, and each sector it lost holds garbage (seeded bytes)
+    /// instead of what was there: a device that scrambles what it was writing when the power
+    /// went.
+    GarbageAll,
 }
 
 #[derive(Debug, Clone)]
@@ -360,16 +365,17 @@ impl CrashDisk {
 }
 
 fn apply_at_crash(image: &mut Vec<u8>, op: &Pending, mode: CrashMode, rng: &mut Rng) {
-    // 0 keep, 1 drop, 2 tear.
+    // 0 keep, 1 drop, 2 tear, 3 tear with garbage in the lost sectors.
     let choice = match mode {
-        CrashMode::Random => rng.below(3),
+        CrashMode::Random => rng.below(4),
         CrashMode::KeepAll => 0,
         CrashMode::DropAll => 1,
         CrashMode::TearAll => 2,
+        CrashMode::GarbageAll => 3,
     };
     match op {
         Pending::SetLen(len) => {
-            if choice == 0 || (choice == 2 && rng.one_in(2)) {
+            if choice == 0 || (choice >= 2 && rng.one_in(2)) {
                 image.resize(*len as usize, 0);
             }
         }
@@ -385,6 +391,9 @@ fn apply_at_crash(image: &mut Vec<u8>, op: &Pending, mode: CrashMode, rng: &mut 
                     let upto = sector_end.min(end);
                     if rng.one_in(2) {
                         write_into(image, at as u64, &data[at - start..upto - start]);
+                    } else if choice == 3 {
+                        let junk: Vec<u8> = (at..upto).map(|_| rng.next_u64() as u8).collect();
+                        write_into(image, at as u64, &junk);
                     }
                     at = upto;
                 }

@@ -51,8 +51,9 @@ fn synced_data_survives_every_crash() {
         assert!(image.len() >= 4096, "synced length lost (base seed {seed})");
         for (i, &b) in image[..4096].iter().enumerate() {
             let unsynced_here = (1000..3000).contains(&i);
+            // Unsynced bytes may be old, new or garbage; synced ones never change.
             assert!(
-                b == 0xAA || (unsynced_here && b == 0xBB),
+                b == 0xAA || unsynced_here,
                 "byte {i} = {b:#x} (base seed {seed})"
             );
         }

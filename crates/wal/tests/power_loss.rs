@@ -1,9 +1,9 @@
 //! The power-loss sweep: a group-commit workload on `CrashDisk` (appends, rotations, truncation
 //! of old segments; directory entries durable only by a directory sync), crashed right after
-//! every one of its I/O operations in turn, each crash point under several seeded fates of the unsynced
-//! writes (kept, dropped, torn at 512-byte sectors). Every state must recover in `Strict` mode
-//! with every acknowledged record intact, nothing corrupt returned, and the log a contiguous
-//! prefix of what was submitted.
+//! every one of its I/O operations in turn, each crash point under several seeded fates of the
+//! unsynced writes (kept, dropped, torn at 512-byte sectors, torn with garbage). Every state
+//! must recover in `Strict` mode with every acknowledged record intact, nothing corrupt
+//! returned, and the log a contiguous prefix of what was submitted.
 //!
 //! `DISKIO_CRASH_STATES` sets how many crash states to reach (default 10,000); `DISKIO_SEED`
 //! replays a run (the seed is printed).
@@ -138,6 +138,7 @@ fn every_crash_point_recovers_every_acknowledged_record() {
         CrashMode::Random,
         CrashMode::Random,
         CrashMode::TearAll,
+        CrashMode::GarbageAll,
         CrashMode::DropAll,
         CrashMode::KeepAll,
     ];
