@@ -25,6 +25,8 @@ pub struct Figures {
     pub p50_us: f64,
     /// p99 latency, µs.
     pub p99_us: f64,
+    /// p99.9 latency, µs.
+    pub p999_us: f64,
     /// Mean latency, µs.
     pub mean_us: f64,
 }
@@ -46,6 +48,7 @@ impl Figures {
             mib_s: s.mib_s(),
             p50_us: s.latency_us(0.5),
             p99_us: s.latency_us(0.99),
+            p999_us: s.latency_us(0.999),
             mean_us: s.mean_us(),
         }
     }
@@ -58,6 +61,7 @@ impl Figures {
             mib_s: m(|f| f.mib_s),
             p50_us: m(|f| f.p50_us),
             p99_us: m(|f| f.p99_us),
+            p999_us: m(|f| f.p999_us),
             mean_us: m(|f| f.mean_us),
         }
     }

@@ -22,6 +22,8 @@ pub struct WalWorkload {
     pub record: usize,
     /// `Sync` or `None`.
     pub durability: Durability,
+    /// Segment size, when not the default (64 MiB).
+    pub segment_bytes: Option<u64>,
     /// How long one measurement runs (after a warm-up of a fifth of it, at most 200 ms).
     pub duration: Duration,
 }
@@ -68,7 +70,11 @@ pub fn run(backend: WalBackend, w: &WalWorkload, dir: &Path) -> Result<Figures, 
     let w = *w;
     let warmup = (w.duration / 5).min(Duration::from_millis(200));
     let result = rt.block_on(async move {
-        let opts = WalOptions::new().durability(w.durability);
+        let mut opts = WalOptions::new().durability(w.durability);
+        if let Some(bytes) = w.segment_bytes {
+            // Small segments need small records: one largest record must fit in a segment.
+            opts = opts.segment_bytes(bytes).record_max(4 << 10);
+        }
         let (log, _) = Wal::open(disk, dir, opts)
             .await
             .map_err(|e| e.to_string())?;
@@ -144,4 +150,118 @@ pub fn buf_writer(w: &WalWorkload, dir: &Path) -> Result<Figures, String> {
     result?;
     sample.elapsed = w.duration;
     Ok(Figures::of_sample(&sample))
+}
+
+/// One replay measurement: the log's reader over every record, and a plain `pread` loop over the
+/// same segment files (the reference), both from the page cache.
+#[derive(Debug, Clone, Copy)]
+pub struct Replay {
+    /// Payload bytes per second through the reader.
+    pub reader_bytes_s: f64,
+    /// Records per second through the reader.
+    pub reader_records_s: f64,
+    /// File bytes per second through 1 MiB `pread`s of the same files.
+    pub pread_bytes_s: f64,
+}
+
+/// Fills a fresh log in `dir` with `records` records of `record` bytes (unsynced, then synced
+/// and closed), reopens it, warms the page cache, and times reading everything back.
+///
+/// # Errors
+///
+/// A message when the log cannot be written or read.
+pub fn replay(
+    backend: WalBackend,
+    records: u64,
+    record: usize,
+    dir: &Path,
+) -> Result<Replay, String> {
+    let disk: Arc<dyn DynDiskIo> = match backend {
+        WalBackend::Blocking => {
+            Arc::new(diskio_blocking::BlockingDisk::with_defaults().map_err(|e| e.to_string())?)
+        }
+        WalBackend::Raw => {
+            Arc::new(diskio_raw::RawDisk::with_defaults().map_err(|e| e.to_string())?)
+        }
+    };
+    let _ = std::fs::remove_dir_all(dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let result = rt.block_on(async {
+        let opts = WalOptions::new().durability(Durability::None);
+        let (log, _) = Wal::open(Arc::clone(&disk), dir, opts.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let data = vec![0x5Au8; record];
+        let batch: Vec<&[u8]> = (0..1000).map(|_| &data[..]).collect();
+        let mut written = 0;
+        while written < records {
+            let n = (records - written).min(1000) as usize;
+            log.append_batch(&batch[..n])
+                .await
+                .map_err(|e| e.to_string())?;
+            written += n as u64;
+        }
+        log.close().await.map_err(|e| e.to_string())?;
+        // Reopening scans every segment: the page cache is warm after it.
+        let (log, _) = Wal::open(disk, dir, opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        let mut reader = log.reader(1);
+        let (mut n, mut bytes) = (0u64, 0u64);
+        while let Some(rec) = reader.next().await.map_err(|e| e.to_string())? {
+            n += 1;
+            bytes += rec.data.len() as u64;
+        }
+        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        log.close().await.map_err(|e| e.to_string())?;
+        if n != records {
+            return Err(format!("read back {n} records of {records}"));
+        }
+        Ok::<(f64, f64), String>((bytes as f64 / secs, n as f64 / secs))
+    });
+    let (reader_bytes_s, reader_records_s) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(e);
+        }
+    };
+    let pread_bytes_s = pread_all(dir).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(Replay {
+        reader_bytes_s,
+        reader_records_s,
+        pread_bytes_s,
+    })
+}
+
+/// Reads every `.wal` file of `dir` with 1 MiB `pread`s; bytes per second.
+fn pread_all(dir: &Path) -> std::io::Result<f64> {
+    use std::os::unix::fs::FileExt;
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    files.sort();
+    let mut buf = vec![0u8; 1 << 20];
+    let start = Instant::now();
+    let mut total = 0u64;
+    for path in files {
+        let f = std::fs::File::open(path)?;
+        let mut at = 0;
+        loop {
+            let n = f.read_at(&mut buf, at)?;
+            if n == 0 {
+                break;
+            }
+            at += n as u64;
+            total += n as u64;
+        }
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }

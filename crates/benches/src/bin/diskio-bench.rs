@@ -267,10 +267,16 @@ fn wal_workloads(args: &Args) -> Vec<WalWorkload> {
         record: 256,
         durability,
         duration,
+        segment_bytes: None,
     };
     vec![
         w("WAL durable, 1 writer", 1, Durability::Sync),
         w("WAL durable, 64 writers", 64, Durability::Sync),
+        // A rotation every ~4 groups: 64 writers' groups of ~17 KiB into 64 KiB segments.
+        WalWorkload {
+            segment_bytes: Some(64 << 10),
+            ..w("WAL durable, 64 writers, 64K segs", 64, Durability::Sync)
+        },
         w("WAL durable, 1024 writers", 1024, Durability::Sync),
         w("WAL unsynced, 1 writer", 1, Durability::None),
     ]
@@ -306,7 +312,7 @@ impl WalEngine {
         match self {
             WalEngine::Ours(_) => true,
             #[cfg(feature = "peers")]
-            WalEngine::Peer(_) => w.durability == Durability::Sync,
+            WalEngine::Peer(_) => w.durability == Durability::Sync && w.segment_bytes.is_none(),
             WalEngine::BufWriter => w.durability != Durability::Sync && w.writers == 1,
         }
     }
@@ -369,8 +375,8 @@ fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> R
     }
     bar.finish_and_clear();
     println!(
-        "{:<28} {:<24} {:>11} {:>9} {:>9}  vs the best reference | p50 vs pwrite+fdatasync",
-        "WAL, 256-byte records", "engine", "records/s", "p50 us", "p99 us"
+        "{:<34} {:<24} {:>10} {:>8} {:>8} {:>9}  vs the best reference | p50 vs pwrite+fdatasync",
+        "WAL, 256-byte records", "engine", "records/s", "p50 us", "p99 us", "p99.9 us"
     );
     println!("{}", "-".repeat(130));
     for (w, runs) in rows {
@@ -408,15 +414,16 @@ fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> R
                         _ => String::new(),
                     };
                     println!(
-                        "{label:<28} {:<24} {:>11.0} {:>9.1} {:>9.1}  {vs_best}{vs_sync}",
+                        "{label:<34} {:<24} {:>10.0} {:>8.1} {:>8.1} {:>9.1}  {vs_best}{vs_sync}",
                         backends[k].name(),
                         f.iops,
                         f.p50_us,
-                        f.p99_us
+                        f.p99_us,
+                        f.p999_us
                     );
                 }
-                (Err(e), _) => println!("{label:<28} {:<24} cannot run: {e}", backends[k].name()),
-                (Ok(_), None) => println!("{label:<28} {:<24} no runs", backends[k].name()),
+                (Err(e), _) => println!("{label:<34} {:<24} cannot run: {e}", backends[k].name()),
+                (Ok(_), None) => println!("{label:<34} {:<24} no runs", backends[k].name()),
             }
         }
     }
@@ -425,7 +432,43 @@ fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> R
          BufWriter (unsynced), one thread's pwrite + fdatasync over written blocks (p50)",
         args.runs
     );
+    print_replay(args);
     Ok(())
+}
+
+/// Replay of sealed segments from the page cache, against a `pread` loop over the same files.
+fn print_replay(args: &Args) {
+    let records: u64 = if args.quick { 100_000 } else { 1_000_000 };
+    for backend in [WalBackend::Raw, WalBackend::Blocking] {
+        let runs: Result<Vec<wal_bench::Replay>, String> = (0..args.runs)
+            .map(|_| wal_bench::replay(backend, records, 256, &args.dir.join("wal-replay")))
+            .collect();
+        match runs {
+            Ok(v) => {
+                let med = |f: fn(&wal_bench::Replay) -> f64| {
+                    let mut x: Vec<f64> = v.iter().map(f).collect();
+                    x.sort_by(f64::total_cmp);
+                    x[x.len() / 2]
+                };
+                let gib = f64::from(1u32 << 30);
+                let (r, n, p) = (
+                    med(|r| r.reader_bytes_s),
+                    med(|r| r.reader_records_s),
+                    med(|r| r.pread_bytes_s),
+                );
+                println!(
+                    "WAL replay from the page cache, {}: {:.2} GiB/s of records ({:.2}M records/s, \
+                     {records} x 256 B), {:.2}x 1 MiB preads of the same files ({:.2} GiB/s)",
+                    backend.name(),
+                    r / gib,
+                    n / 1e6,
+                    r / p,
+                    p / gib
+                );
+            }
+            Err(e) => println!("WAL replay, {}: cannot run: {e}", backend.name()),
+        }
+    }
 }
 
 /// The cost of the trait path at queue depth 1 from the page cache: mean latency of the backend
