@@ -151,7 +151,12 @@ fn threads(w: &Workload, path: &Path, warmup: Duration) -> Result<Sample, String
     Ok(total)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+/// The runtime every async engine runs on: multi-thread, 2 workers, timers on.
+///
+/// # Errors
+///
+/// The reason the runtime cannot start.
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

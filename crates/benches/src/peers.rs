@@ -128,11 +128,7 @@ fn raft_engine_run(w: &WalWorkload, dir: &Path, warmup: Duration) -> Result<Samp
 }
 
 fn writeahead_run(w: &WalWorkload, dir: &Path, warmup: Duration) -> Result<Sample, String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = crate::engines::runtime()?;
     let w = *w;
     let dir = dir.to_path_buf();
     rt.block_on(async move {

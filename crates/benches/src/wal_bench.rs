@@ -45,6 +45,18 @@ impl WalBackend {
             WalBackend::Raw => "wal on diskio-raw",
         }
     }
+
+    /// A new backend of this kind, with default options.
+    fn disk(self) -> Result<Arc<dyn DynDiskIo>, String> {
+        Ok(match self {
+            WalBackend::Blocking => {
+                Arc::new(diskio_blocking::BlockingDisk::with_defaults().map_err(|e| e.to_string())?)
+            }
+            WalBackend::Raw => {
+                Arc::new(diskio_raw::RawDisk::with_defaults().map_err(|e| e.to_string())?)
+            }
+        })
+    }
 }
 
 /// Runs `w` on a fresh log in `dir` (created, and removed afterwards).
@@ -53,20 +65,9 @@ impl WalBackend {
 ///
 /// A message when the backend or the log cannot start, or an append fails.
 pub fn run(backend: WalBackend, w: &WalWorkload, dir: &Path) -> Result<Figures, String> {
-    let disk: Arc<dyn DynDiskIo> = match backend {
-        WalBackend::Blocking => {
-            Arc::new(diskio_blocking::BlockingDisk::with_defaults().map_err(|e| e.to_string())?)
-        }
-        WalBackend::Raw => {
-            Arc::new(diskio_raw::RawDisk::with_defaults().map_err(|e| e.to_string())?)
-        }
-    };
+    let disk = backend.disk()?;
     let _ = std::fs::remove_dir_all(dir);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = crate::engines::runtime()?;
     let w = *w;
     let warmup = (w.duration / 5).min(Duration::from_millis(200));
     let result = rt.block_on(async move {
@@ -176,20 +177,9 @@ pub fn replay(
     record: usize,
     dir: &Path,
 ) -> Result<Replay, String> {
-    let disk: Arc<dyn DynDiskIo> = match backend {
-        WalBackend::Blocking => {
-            Arc::new(diskio_blocking::BlockingDisk::with_defaults().map_err(|e| e.to_string())?)
-        }
-        WalBackend::Raw => {
-            Arc::new(diskio_raw::RawDisk::with_defaults().map_err(|e| e.to_string())?)
-        }
-    };
+    let disk = backend.disk()?;
     let _ = std::fs::remove_dir_all(dir);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = crate::engines::runtime()?;
     let result = rt.block_on(async {
         let opts = WalOptions::new().durability(Durability::None);
         let (log, _) = Wal::open(Arc::clone(&disk), dir, opts.clone())
