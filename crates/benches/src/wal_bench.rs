@@ -203,9 +203,15 @@ pub fn replay(
         let start = Instant::now();
         let mut reader = log.reader(1);
         let (mut n, mut bytes) = (0u64, 0u64);
-        while let Some(rec) = reader.next().await.map_err(|e| e.to_string())? {
+        let mut data = Vec::new();
+        while reader
+            .next_into(&mut data)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
             n += 1;
-            bytes += rec.data.len() as u64;
+            bytes += data.len() as u64;
         }
         let secs = start.elapsed().as_secs_f64().max(1e-9);
         log.close().await.map_err(|e| e.to_string())?;

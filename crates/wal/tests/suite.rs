@@ -45,6 +45,14 @@ async fn round_trip_and_reopen<D: DiskIo + Clone>(disk: D, dir: &Path) {
     assert!(log.stats().rotations > 0, "64 KiB segments rotated");
     assert_eq!(read_all(&log, 1).await, expect);
     assert_eq!(read_all(&log, 150).await, expect[149..].to_vec());
+    // The same through one reused vector.
+    let mut reader = log.reader(1);
+    let mut data = vec![0xEE; 5000];
+    for (lsn, want) in &expect {
+        assert_eq!(reader.next_into(&mut data).await.unwrap(), Some(*lsn));
+        assert_eq!(&data, want);
+    }
+    assert_eq!(reader.next_into(&mut data).await.unwrap(), None);
     log.close().await.unwrap();
 
     let (log, report) = Wal::open(disk, dir, small()).await.unwrap();
