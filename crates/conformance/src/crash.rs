@@ -313,6 +313,26 @@ fn crash_image(img: &Image, strict_dirs: bool, seed: u64, mode: CrashMode) -> Cr
 }
 
 impl CrashDisk {
+    /// Damages the medium: `bytes` replace the file's contents at `offset`, in what reads see
+    /// and in what survives a power loss alike, without being an operation of the disk (no
+    /// pending write, not counted by [`ops`](Self::ops)). For corruption tests.
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` if there is no such file.
+    pub fn damage(&self, path: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
+        let mut state = self.lock();
+        let Some(f) = state.img.files.get_mut(path) else {
+            return Err(Error::from_errno(
+                Context::new(Op::Write).path(path),
+                libc::ENOENT,
+            ));
+        };
+        write_into(&mut f.live, offset, bytes);
+        write_into(&mut f.durable, offset, bytes);
+        Ok(())
+    }
+
     /// Operations not yet covered by a sync, over all files.
     pub fn unsynced_ops(&self) -> usize {
         self.lock()

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use conformance::{CrashDisk, CrashMode, FailingDisk, FaultMode, FaultPlan, FaultTarget, Rng};
-use diskio::{AlignedBuf, DiskIo, OpenOptions, SyncKind};
+use diskio::DiskIo;
 use wal::{Wal, WalOptions};
 
 fn opts() -> WalOptions {
@@ -37,15 +37,8 @@ async fn torn_log(records: u64) -> CrashDisk {
     let last = Path::new("log").join(names.last().unwrap());
     let image = disk.file_image(&last).unwrap();
     let end = image.iter().rposition(|&b| b != 0).unwrap() + 1;
-    let f = disk
-        .open(&last, &OpenOptions::new().read(true).write(true))
-        .await
+    disk.damage(&last, end.div_ceil(8) as u64 * 8, &[0x5A; 700])
         .unwrap();
-    let junk = AlignedBuf::from_slice(&[0x5A; 700], 512).unwrap();
-    let (res, _) = disk.write_all_at(f, junk, end.div_ceil(8) as u64 * 8).await;
-    res.unwrap();
-    disk.fsync(f, SyncKind::Data).await.unwrap();
-    disk.close(f).await.unwrap();
     disk
 }
 

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use conformance::{CrashDisk, Rng};
-use diskio::{AlignedBuf, DiskIo, OpenOptions, SyncKind};
+use diskio::DiskIo;
 use wal::format::{FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, decode_frame};
 use wal::{Wal, WalError, WalOptions};
 
@@ -97,19 +97,6 @@ async fn valid_log(
         }
     }
     (disk, map, frames)
-}
-
-async fn damage(disk: &CrashDisk, path: &Path, offset: u64, bytes: &[u8]) {
-    let f = disk
-        .open(path, &OpenOptions::new().read(true).write(true))
-        .await
-        .unwrap();
-    let (res, _) = disk
-        .write_all_at(f, AlignedBuf::from_slice(bytes, 512).unwrap(), offset)
-        .await;
-    res.unwrap();
-    disk.fsync(f, SyncKind::Data).await.unwrap();
-    disk.close(f).await.unwrap();
 }
 
 #[derive(Debug, Default)]
@@ -201,7 +188,8 @@ fn every_damage_to_checksummed_bytes_is_detected() {
                 "sample {sample}: bit flip at {} offset {at}",
                 path.display()
             );
-            damage(&copy, path, at as u64, &[old ^ (1 << rng.below(8))]).await;
+            copy.damage(path, at as u64, &[old ^ (1 << rng.below(8))])
+                .unwrap();
             let cut_allowed = match bytes[at] {
                 Byte::Covered { group } => !later_group_survives(&frames, group, seg, (at, at + 1)),
                 Byte::Free => true,
@@ -235,7 +223,8 @@ fn every_damage_to_checksummed_bytes_is_detected() {
                 "sample {sample}: sector {sector} of {} zeroed",
                 path.display()
             );
-            damage(&copy, path, sector as u64, &vec![0u8; end - sector]).await;
+            copy.damage(path, sector as u64, &vec![0u8; end - sector])
+                .unwrap();
             judge(copy, kind, cut_allowed, records, &what, &mut sectors).await;
         }
         eprintln!(

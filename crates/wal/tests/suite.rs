@@ -356,24 +356,6 @@ async fn segment_paths(disk: &CrashDisk, dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Overwrites bytes of a file in the CrashDisk (as damage would).
-async fn poke(disk: &CrashDisk, path: &Path, offset: u64, bytes: &[u8]) {
-    let f = disk
-        .open(path, &diskio::OpenOptions::new().read(true).write(true))
-        .await
-        .unwrap();
-    let (res, _) = disk
-        .write_all_at(
-            f,
-            diskio::AlignedBuf::from_slice(bytes, 512).unwrap(),
-            offset,
-        )
-        .await;
-    res.unwrap();
-    disk.fsync(f, diskio::SyncKind::Data).await.unwrap();
-    disk.close(f).await.unwrap();
-}
-
 /// The end of the written records in a segment image.
 fn written_end(image: &[u8]) -> usize {
     image.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)
@@ -387,7 +369,8 @@ fn torn_tail_is_cut_and_appends_continue() {
         let last = segs.last().unwrap().clone();
         let end = written_end(&disk.file_image(&last).unwrap()) as u64;
         // Half a frame of a record that was never acknowledged.
-        poke(&disk, &last, end.div_ceil(8) * 8, &[0xAB; 11]).await;
+        disk.damage(&last, end.div_ceil(8) * 8, &[0xAB; 11])
+            .unwrap();
         let (log, report) = Wal::open(disk.clone(), &dir, small()).await.unwrap();
         let cut = report.cut.clone().expect("a cut");
         assert!(cut.torn_tail, "{cut:?}");
@@ -410,7 +393,7 @@ fn damage_before_the_tail_is_an_error_unless_asked_to_stop_there() {
         let at = 4096 + 9 * FRAME + 20;
         let mut byte = disk.file_image(&first).unwrap()[at];
         byte ^= 0x10;
-        poke(&disk, &first, at as u64, &[byte]).await;
+        disk.damage(&first, at as u64, &[byte]).unwrap();
         match Wal::open(disk.clone(), &dir, small()).await {
             Err(WalError::Corrupt { lsn, offset, .. }) => {
                 assert_eq!(lsn, 10);
@@ -465,7 +448,8 @@ fn a_stale_record_from_another_segment_never_verifies() {
         // Copy a valid frame of segment A (LSN 3) to the tail of segment B: right bytes, wrong
         // segment and place.
         let frame = &img_a[4096 + 2 * FRAME..4096 + 3 * FRAME];
-        poke(&disk, &b, end_b.div_ceil(8) as u64 * 8, frame).await;
+        disk.damage(&b, end_b.div_ceil(8) as u64 * 8, frame)
+            .unwrap();
         let (log, report) = Wal::open(disk, &dir, small()).await.unwrap();
         assert!(
             report.cut.is_none(),
@@ -863,7 +847,7 @@ fn a_hole_in_the_last_group_is_torn_but_in_an_earlier_group_is_corrupt() {
             let seg = dir.join("00000000000000000001.wal");
             // Zero the sector holding the middle of the first group.
             let hole = 4096 + 20 * (24 + 200) / 512 * 512;
-            poke(&disk, &seg, hole as u64, &[0u8; 512]).await;
+            disk.damage(&seg, hole as u64, &[0u8; 512]).unwrap();
             let opened = Wal::open(disk.clone(), &dir, small()).await;
             if groups == 1 {
                 let (log, report) = opened.unwrap();
