@@ -25,6 +25,8 @@ pub enum Engine {
     Blocking,
     /// `depth` Tokio tasks on the `diskio-raw` (io_uring) backend.
     Raw,
+    /// `depth` Tokio tasks on the `diskio-uring` (tokio-uring) backend, one executor thread.
+    Uring,
     /// fio with `--ioengine=io_uring` and `iodepth=depth`, when it is installed.
     Fio,
 }
@@ -37,18 +39,34 @@ impl Engine {
             Engine::TokioFs => "tokio::fs",
             Engine::Blocking => "diskio-blocking",
             Engine::Raw => "diskio-raw",
+            Engine::Uring => "diskio-uring",
             Engine::Fio => "fio (io_uring)",
         }
     }
 }
 
-/// Runs `workload` on `engine` against the file at `path`; `raw` configures `diskio-raw`. A warm-up of a fifth of the duration
-/// (at most 200 ms) runs first and is not counted.
+/// How the io_uring backends are set up for a run.
+#[derive(Debug, Clone, Default)]
+pub struct BackendOptions {
+    /// For `diskio-raw`.
+    pub raw: RawOptions,
+    /// For `diskio-uring`.
+    pub uring: diskio_uring::UringOptions,
+}
+
+/// Runs `workload` on `engine` against the file at `path`, with the backends set up as
+/// `backends` says. A warm-up of a fifth of the duration (at most 200 ms) runs first and is not
+/// counted.
 ///
 /// # Errors
 ///
 /// A message when the engine cannot run the workload (e.g. `tokio::fs` with `O_DIRECT`).
-pub fn run(engine: Engine, w: &Workload, path: &Path, raw: &RawOptions) -> Result<Figures, String> {
+pub fn run(
+    engine: Engine,
+    w: &Workload,
+    path: &Path,
+    backends: &BackendOptions,
+) -> Result<Figures, String> {
     let warmup = (w.duration / 5).min(Duration::from_millis(200));
     let sample = match engine {
         Engine::Threads => threads(w, path, warmup),
@@ -59,7 +77,12 @@ pub fn run(engine: Engine, w: &Workload, path: &Path, raw: &RawOptions) -> Resul
             through_trait(disk, w, path, warmup)
         }
         Engine::Raw => {
-            let disk = RawDisk::new(raw.clone()).map_err(|e| e.to_string())?;
+            let disk = RawDisk::new(backends.raw.clone()).map_err(|e| e.to_string())?;
+            through_trait(disk, w, path, warmup)
+        }
+        Engine::Uring => {
+            let disk =
+                diskio_uring::UringDisk::new(backends.uring.clone()).map_err(|e| e.to_string())?;
             through_trait(disk, w, path, warmup)
         }
         Engine::Fio => return fio::run(w, path, warmup),

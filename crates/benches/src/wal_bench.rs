@@ -35,6 +35,8 @@ pub enum WalBackend {
     Blocking,
     /// `diskio-raw`.
     Raw,
+    /// `diskio-uring`.
+    Uring,
 }
 
 impl WalBackend {
@@ -43,6 +45,7 @@ impl WalBackend {
         match self {
             WalBackend::Blocking => "wal on diskio-blocking",
             WalBackend::Raw => "wal on diskio-raw",
+            WalBackend::Uring => "wal on diskio-uring",
         }
     }
 
@@ -54,6 +57,9 @@ impl WalBackend {
             }
             WalBackend::Raw => {
                 Arc::new(diskio_raw::RawDisk::with_defaults().map_err(|e| e.to_string())?)
+            }
+            WalBackend::Uring => {
+                Arc::new(diskio_uring::UringDisk::with_defaults().map_err(|e| e.to_string())?)
             }
         })
     }

@@ -417,7 +417,7 @@ pub fn explain_setup_error(e: &io::Error, io_uring_disabled: Option<&str>) -> St
         ),
         (Some(libc::EPERM), Some("2")) => format!(
             "io_uring is disabled on this machine (sysctl kernel.io_uring_disabled = 2, {e}); \
-             set it to 0 to use diskio-raw, or use the blocking backend"
+             set it to 0 to use io_uring, or use the blocking backend"
         ),
         (Some(libc::EPERM), Some("1")) => format!(
             "io_uring is restricted to the group in sysctl kernel.io_uring_group \

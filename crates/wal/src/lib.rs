@@ -76,10 +76,12 @@
 //! ## Picking the backend
 //!
 //! [`DefaultDisk`] is the backend chosen by cargo feature: `blocking` (default,
-//! `diskio_blocking::BlockingDisk`) or `raw` (`diskio_raw::RawDisk`, io_uring). Any `DiskIo`
-//! works with [`Wal::open`], including `Arc<dyn DynDiskIo>` for a choice made at run time; with
-//! the `raw` feature, `auto_disk` picks io_uring when the kernel allows it and falls back to the
-//! blocking backend otherwise, logging why.
+//! `diskio_blocking::BlockingDisk`), `uring` (`diskio_uring::UringDisk`, tokio-uring on its own
+//! threads) or `raw` (`diskio_raw::RawDisk`, diskio's own io_uring rings; it wins when both
+//! io_uring features are on). Any `DiskIo` works with [`Wal::open`], including
+//! `Arc<dyn DynDiskIo>` for a choice made at run time; with `raw` or `uring`, `auto_disk` picks
+//! that io_uring backend when the kernel allows it and falls back to the blocking backend
+//! otherwise, logging why.
 //!
 //! ## Segments
 //!
@@ -121,13 +123,18 @@ pub use recovery::{Cut, RecoveryReport};
 pub type Lsn = u64;
 
 /// The backend selected by cargo feature: `diskio_raw::RawDisk` with `raw`, else
-/// `diskio_blocking::BlockingDisk`.
+/// `diskio_uring::UringDisk` with `uring`, else `diskio_blocking::BlockingDisk`.
 #[cfg(feature = "raw")]
 pub type DefaultDisk = diskio_raw::RawDisk;
 
 /// The backend selected by cargo feature: `diskio_raw::RawDisk` with `raw`, else
-/// `diskio_blocking::BlockingDisk`.
-#[cfg(not(feature = "raw"))]
+/// `diskio_uring::UringDisk` with `uring`, else `diskio_blocking::BlockingDisk`.
+#[cfg(all(feature = "uring", not(feature = "raw")))]
+pub type DefaultDisk = diskio_uring::UringDisk;
+
+/// The backend selected by cargo feature: `diskio_raw::RawDisk` with `raw`, else
+/// `diskio_uring::UringDisk` with `uring`, else `diskio_blocking::BlockingDisk`.
+#[cfg(not(any(feature = "raw", feature = "uring")))]
 pub type DefaultDisk = diskio_blocking::BlockingDisk;
 
 /// The io_uring backend if this machine allows it, else the blocking one; the reason for a
@@ -143,6 +150,25 @@ pub fn auto_disk() -> diskio::Result<(std::sync::Arc<dyn diskio::DynDiskIo>, Opt
         diskio_blocking::BlockingOptions::new(),
     )?;
     Ok((auto.disk, auto.fallback_reason))
+}
+
+/// The io_uring backend if this machine allows it, else the blocking one; the reason for a
+/// fallback is logged (`tracing`) and returned.
+///
+/// # Errors
+///
+/// If neither backend can start.
+#[cfg(all(feature = "uring", not(feature = "raw")))]
+pub fn auto_disk() -> diskio::Result<(std::sync::Arc<dyn diskio::DynDiskIo>, Option<String>)> {
+    match diskio_uring::UringDisk::with_defaults() {
+        Ok(disk) => Ok((std::sync::Arc::new(disk), None)),
+        Err(diskio::Error::Unsupported { reason }) => {
+            tracing::warn!("wal: io_uring unavailable, using the blocking backend: {reason}");
+            let disk = diskio_blocking::BlockingDisk::with_defaults()?;
+            Ok((std::sync::Arc::new(disk), Some(reason)))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Counters and distributions of a [`Wal`] since it was opened ([`Wal::stats`]).

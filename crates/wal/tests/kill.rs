@@ -46,6 +46,13 @@ fn disk(backend: &str) -> Option<Arc<dyn DynDiskIo>> {
                 None
             }
         },
+        "uring" => match diskio_uring::UringDisk::with_defaults() {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) => {
+                eprintln!("SKIPPED uring backend: {e}");
+                None
+            }
+        },
         _ => Some(Arc::new(
             diskio_blocking::BlockingDisk::with_defaults().unwrap(),
         )),
@@ -207,4 +214,9 @@ fn sigkill_loses_nothing_acknowledged_blocking() {
 #[test]
 fn sigkill_loses_nothing_acknowledged_raw() {
     kills("raw");
+}
+
+#[test]
+fn sigkill_loses_nothing_acknowledged_uring() {
+    kills("uring");
 }

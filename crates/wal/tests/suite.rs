@@ -307,6 +307,7 @@ wal_suite!(
     Arc::new(diskio_blocking::BlockingDisk::with_defaults().unwrap()) as Arc<dyn diskio::DynDiskIo>
 );
 wal_suite!(raw, raw_or_blocking());
+wal_suite!(uring, uring_or_blocking());
 wal_suite!(crash_disk, CrashDisk::new());
 
 /// The raw backend, or (visibly) the blocking one where io_uring is not allowed.
@@ -315,6 +316,17 @@ fn raw_or_blocking() -> Arc<dyn diskio::DynDiskIo> {
         Ok(d) => Arc::new(d),
         Err(e) => {
             eprintln!("SKIPPED raw backend (io_uring unavailable: {e}); running on blocking");
+            Arc::new(diskio_blocking::BlockingDisk::with_defaults().unwrap())
+        }
+    }
+}
+
+/// The tokio-uring backend, or (visibly) the blocking one where io_uring is not allowed.
+fn uring_or_blocking() -> Arc<dyn diskio::DynDiskIo> {
+    match diskio_uring::UringDisk::with_defaults() {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            eprintln!("SKIPPED uring backend (io_uring unavailable: {e}); running on blocking");
             Arc::new(diskio_blocking::BlockingDisk::with_defaults().unwrap())
         }
     }

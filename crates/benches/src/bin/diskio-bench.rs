@@ -48,6 +48,10 @@ struct Args {
     /// diskio-raw: how long a lone operation's caller then sleeps in the kernel for it, in µs.
     #[arg(long, default_value_t = 1000)]
     raw_lone_wait_us: u64,
+    /// diskio-uring: how long an idle executor polls its queue, and a lone caller its answer,
+    /// in µs.
+    #[arg(long, default_value_t = 100)]
+    uring_spin_us: u64,
     /// Do not run fio even when it is installed.
     #[arg(long)]
     no_fio: bool,
@@ -182,7 +186,12 @@ fn run(args: &Args) -> Result<(), String> {
             "fio: not installed, so no fio column (install it to compare: apt-get install -y fio)"
         );
     }
-    engines.extend([Engine::Raw, Engine::Blocking, Engine::TokioFs]);
+    engines.extend([
+        Engine::Raw,
+        Engine::Uring,
+        Engine::Blocking,
+        Engine::TokioFs,
+    ]);
     println!("diskio-bench: scratch files in {}", args.dir.display());
     let mut files = std::collections::HashMap::new();
     for (w, kind) in &chosen {
@@ -203,9 +212,12 @@ fn run(args: &Args) -> Result<(), String> {
         scratch::warm(p).map_err(|e| format!("warming {}: {e}", p.display()))?;
     }
 
-    let raw = diskio_raw::RawOptions::new()
-        .spin(Duration::from_micros(args.raw_spin_us))
-        .lone_wait(Duration::from_micros(args.raw_lone_wait_us));
+    let backends = engines::BackendOptions {
+        raw: diskio_raw::RawOptions::new()
+            .spin(Duration::from_micros(args.raw_spin_us))
+            .lone_wait(Duration::from_micros(args.raw_lone_wait_us)),
+        uring: diskio_uring::UringOptions::new().spin(Duration::from_micros(args.uring_spin_us)),
+    };
     let total = (chosen.len() * engines.len() * args.runs) as u64;
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -230,7 +242,7 @@ fn run(args: &Args) -> Result<(), String> {
                 let entry = &mut per_engine[i];
                 bar.set_message(format!("{} / {}", w.name, entry.engine.name()));
                 if let Ok(samples) = &mut entry.runs {
-                    match engines::run(entry.engine, w, path, &raw) {
+                    match engines::run(entry.engine, w, path, &backends) {
                         Ok(s) => samples.push(s),
                         Err(e) => entry.runs = Err(e),
                     }
@@ -247,6 +259,7 @@ fn run(args: &Args) -> Result<(), String> {
     if !results.is_empty() {
         println!("{}", report::table(&results, args.runs));
         print_trait_cost(&results);
+        print_uring(&results);
     }
     if !wal_chosen.is_empty() {
         run_wal(args, &wal_chosen, &results)?;
@@ -300,6 +313,7 @@ impl WalEngine {
         let mut v = vec![
             WalEngine::Ours(WalBackend::Blocking),
             WalEngine::Ours(WalBackend::Raw),
+            WalEngine::Ours(WalBackend::Uring),
         ];
         #[cfg(feature = "peers")]
         v.extend(benches::peers::Peer::ALL.map(WalEngine::Peer));
@@ -491,5 +505,45 @@ fn print_trait_cost(results: &[WorkloadResult]) {
             backend.p50_us,
             reference.p50_us
         );
+    }
+}
+
+/// diskio-uring against the references its figures are judged by, from the table above: fio,
+/// `tokio::fs` and `diskio-raw` in throughput, and at queue depth 1 the p50 latency of
+/// `diskio-raw` and `diskio-blocking`.
+fn print_uring(results: &[WorkloadResult]) {
+    let mut lines = Vec::new();
+    for r in results {
+        let Some(uring) = r.figures(Engine::Uring) else {
+            continue;
+        };
+        let mut parts = Vec::new();
+        if r.workload.depth == 1 {
+            for reference in [Engine::Raw, Engine::Blocking] {
+                if let Some(f) = r.figures(reference) {
+                    parts.push(format!(
+                        "p50 {:.1} us = {:.2}x {}",
+                        uring.p50_us,
+                        uring.p50_us / f.p50_us,
+                        reference.name()
+                    ));
+                }
+            }
+        } else {
+            for reference in [Engine::Fio, Engine::TokioFs, Engine::Raw] {
+                if let Some(f) = r.figures(reference) {
+                    parts.push(format!("{:.2}x {}", uring.iops / f.iops, reference.name()));
+                }
+            }
+        }
+        if !parts.is_empty() {
+            lines.push(format!("  {}: {}", r.workload.name, parts.join(", ")));
+        }
+    }
+    if !lines.is_empty() {
+        println!("diskio-uring (IOPS ratios; at QD1, p50 latency ratios, lower is better):");
+        for line in lines {
+            println!("{line}");
+        }
     }
 }
