@@ -37,6 +37,10 @@ pub enum WalBackend {
     Raw,
     /// `diskio-uring`.
     Uring,
+    /// `diskio-blocking`, segments written with `O_DIRECT` (`WalOptions::direct_io`).
+    BlockingDirect,
+    /// `diskio-raw`, segments written with `O_DIRECT`.
+    RawDirect,
 }
 
 impl WalBackend {
@@ -46,16 +50,23 @@ impl WalBackend {
             WalBackend::Blocking => "wal on diskio-blocking",
             WalBackend::Raw => "wal on diskio-raw",
             WalBackend::Uring => "wal on diskio-uring",
+            WalBackend::BlockingDirect => "wal on blocking, O_DIRECT",
+            WalBackend::RawDirect => "wal on raw, O_DIRECT",
         }
+    }
+
+    /// Whether the log writes its segments with `O_DIRECT`.
+    pub fn direct(self) -> bool {
+        matches!(self, WalBackend::BlockingDirect | WalBackend::RawDirect)
     }
 
     /// A new backend of this kind, with default options.
     fn disk(self) -> Result<Arc<dyn DynDiskIo>, String> {
         Ok(match self {
-            WalBackend::Blocking => {
+            WalBackend::Blocking | WalBackend::BlockingDirect => {
                 Arc::new(diskio_blocking::BlockingDisk::with_defaults().map_err(|e| e.to_string())?)
             }
-            WalBackend::Raw => {
+            WalBackend::Raw | WalBackend::RawDirect => {
                 Arc::new(diskio_raw::RawDisk::with_defaults().map_err(|e| e.to_string())?)
             }
             WalBackend::Uring => {
@@ -77,7 +88,9 @@ pub fn run(backend: WalBackend, w: &WalWorkload, dir: &Path) -> Result<Figures, 
     let w = *w;
     let warmup = (w.duration / 5).min(Duration::from_millis(200));
     let result = rt.block_on(async move {
-        let mut opts = WalOptions::new().durability(w.durability);
+        let mut opts = WalOptions::new()
+            .durability(w.durability)
+            .direct_io(backend.direct());
         if let Some(bytes) = w.segment_bytes {
             // Small segments need small records: one largest record must fit in a segment.
             opts = opts.segment_bytes(bytes).record_max(4 << 10);

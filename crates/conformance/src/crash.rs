@@ -50,6 +50,10 @@ pub enum CrashMode {
     /// instead of what was there: a device that scrambles what it was writing when the power
     /// went.
     GarbageAll,
+    /// Each operation is kept, dropped or torn at whole sectors, by the seed, never garbage: a
+    /// device whose sector writes are atomic (a sector holds its old or its new bytes). What
+    /// code that rewrites a partly filled block relies on.
+    RandomAtomic,
 }
 
 #[derive(Debug, Clone)]
@@ -388,6 +392,7 @@ fn apply_at_crash(image: &mut Vec<u8>, op: &Pending, mode: CrashMode, rng: &mut 
     // 0 keep, 1 drop, 2 tear, 3 tear with garbage in the lost sectors.
     let choice = match mode {
         CrashMode::Random => rng.below(4),
+        CrashMode::RandomAtomic => rng.below(3),
         CrashMode::KeepAll => 0,
         CrashMode::DropAll => 1,
         CrashMode::TearAll => 2,

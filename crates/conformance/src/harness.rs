@@ -80,6 +80,23 @@ pub fn report_skip(test: &str, reason: &str) {
     let _ = writeln!(err, "SKIPPED {test}: {reason}");
 }
 
+/// `Some(reason)` when the filesystem under `dir` refuses `O_DIRECT` (tmpfs, for one): tests
+/// of direct I/O then skip with that reason.
+pub fn direct_io_refused(dir: &Path) -> Option<String> {
+    let probe = dir.join(".direct-probe");
+    let opened = diskio::OpenOptions::read_write_create()
+        .direct(true)
+        .to_std()
+        .open(&probe);
+    let _ = std::fs::remove_file(&probe);
+    opened.err().map(|e| {
+        format!(
+            "O_DIRECT refused under {} ({e}); set DISKIO_TEST_DIR to a directory on a disk",
+            dir.display()
+        )
+    })
+}
+
 /// Which Tokio runtime a scenario runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {

@@ -91,9 +91,24 @@
 //! then write over blocks that were written before, which makes their `fdatasync` cheaper than
 //! one that grows the file.
 //!
-//! ## Not yet
+//! ## `O_DIRECT`
 //!
-//! No `O_DIRECT` mode yet.
+//! With [`WalOptions::direct_io`], segments are opened with `O_DIRECT` and every group is
+//! written from the committer's aligned buffer as whole 4 KiB blocks, straight to the device:
+//!
+//! - A group starts at the block boundary before the end of the log: its write carries the
+//!   bytes already in that block (kept in memory), then the group's frames, then zeros to the
+//!   next boundary. The next group writes that last block again, completed.
+//! - Rewriting a block that holds acknowledged records is safe because those bytes are written
+//!   unchanged: a torn rewrite leaves each sector with its old or its new content, the same for
+//!   them. The power-loss sweep checks this on a device with atomic sectors; a device that
+//!   scrambles a sector it is writing would break this scheme (and the page cache's own
+//!   write-back of partly filled pages in the buffered mode).
+//! - The active segment's latest groups (up to 2 MiB) stay in memory, so readers of fresh
+//!   records never go to the device; older records are read from the files.
+//! - The page cache holds no copy of what the log writes, and the write costs no copy into it.
+//!   `segment_bytes` must be a multiple of 4 KiB; a filesystem that refuses `O_DIRECT`
+//!   (tmpfs) makes `open` fail.
 //!
 //! ## Partitions
 //!

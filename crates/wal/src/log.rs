@@ -16,7 +16,7 @@ use crate::format::{HEADER_LEN, SegmentHeader, TEMP_SUFFIX, frame_len, seal_fram
 use crate::options::{Durability, WalOptions};
 use crate::queue::{Chunk, Queue};
 use crate::reader::Reader;
-use crate::recovery::{FoundSegment, RecoveryReport, recover};
+use crate::recovery::{ActiveFound, FoundSegment, RecoveryReport, recover};
 use crate::{Lsn, Summary, WalStats};
 
 /// A segmented, checksummed, group-commit write-ahead log on any [`DiskIo`] backend.
@@ -62,6 +62,12 @@ pub(crate) struct Inner<D> {
     counters: Counters,
     /// The committer's write buffer, kept between groups.
     write_buf: Mutex<Option<AlignedBuf>>,
+    /// With `direct_io`: the bytes of the active segment's partly filled last block, which the
+    /// next group writes again (only the committer, and open and rotation, touch it).
+    tail: Mutex<Vec<u8>>,
+    /// With `direct_io`: the active segment's latest groups, which readers of fresh records take
+    /// from memory (the page cache holds no copy of them).
+    recent: Mutex<Recent>,
     /// The `Periodic` timer thread, woken to exit when the log closes or goes.
     ticker: Mutex<Option<std::thread::Thread>>,
 }
@@ -160,6 +166,30 @@ struct State {
     prepared_count: u64,
 }
 
+/// The latest bytes written to the active segment, for readers (`direct_io` only).
+struct Recent {
+    /// First LSN of the segment they belong to.
+    segment: Option<Lsn>,
+    /// File offset of `bytes[0]`.
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Recent {
+    /// Most bytes kept; at least one reader window (256 KiB).
+    const KEEP: usize = 1 << 20;
+
+    /// Drops the oldest bytes once twice [`KEEP`](Self::KEEP) are held, keeping the newest
+    /// `KEEP` (so the copy is paid once per `KEEP` bytes written).
+    fn trim(&mut self) {
+        if self.bytes.len() > 2 * Self::KEEP {
+            let drop = self.bytes.len() - Self::KEEP;
+            self.bytes.drain(..drop);
+            self.start += drop as u64;
+        }
+    }
+}
+
 /// A segment file made ready ahead of time under a temporary name.
 struct Prepared {
     file: FileId,
@@ -200,7 +230,19 @@ impl<D: DiskIo> Wal<D> {
         let report = found.report.clone();
         let next = report.next_lsn;
         let sealed = found.sealed.into_iter().map(seg_ref).collect();
-        let active = found.active.map(|a| Active {
+        let (found_active, tail) = match found.active {
+            Some(a) if opts.direct_io => {
+                let (a, tail) = reopen_direct(&disk, a).await?;
+                (Some(a), tail)
+            }
+            other => (other, Vec::new()),
+        };
+        let recent = Recent {
+            segment: found_active.as_ref().map(|a| a.segment.first_lsn),
+            start: found_active.as_ref().map_or(0, |a| a.offset),
+            bytes: Vec::new(),
+        };
+        let active = found_active.map(|a| Active {
             seg: seg_ref(a.segment),
             file: a.file,
             salt: a.salt,
@@ -234,12 +276,19 @@ impl<D: DiskIo> Wal<D> {
             space: Notify::new(),
             counters: Counters::default(),
             write_buf: Mutex::new(None),
+            tail: Mutex::new(tail),
+            recent: Mutex::new(recent),
             ticker: Mutex::new(None),
         });
         let wal = Self { inner };
         if wal.inner.lock().active.is_none() {
             // An empty directory: the first segment.
             let active = wal.inner.create_segment(next).await?;
+            *wal.inner.recent_lock() = Recent {
+                segment: Some(next),
+                start: active.offset,
+                bytes: Vec::new(),
+            };
             wal.inner.lock().active = Some(active);
         }
         Inner::start_preparing(&wal.inner);
@@ -725,8 +774,25 @@ impl<D: DiskIo> Inner<D> {
         for c in &mut chunks {
             seal_frames(&mut c.bytes, first, salt);
         }
-        let buf = self.write_buf(&chunks)?;
-        let len = buf.len();
+        // With `direct_io` the write starts at the last block boundary, with the bytes already
+        // there, and is padded with zeros to whole blocks.
+        let direct = self.opts.direct_io;
+        let prefix = if direct {
+            std::mem::take(&mut *self.tail_lock())
+        } else {
+            Vec::new()
+        };
+        let buf = self.write_buf(&prefix, &chunks)?;
+        let len: usize = chunks.iter().map(|c| c.bytes.len()).sum();
+        let written = buf.len();
+        let at = offset - prefix.len() as u64;
+        let next_tail = if direct {
+            let end = prefix.len() + len;
+            let block_start = end - end % DIRECT_BLOCK as usize;
+            buf[block_start..end].to_vec()
+        } else {
+            Vec::new()
+        };
         {
             let mut st = self.lock();
             for c in chunks {
@@ -738,16 +804,34 @@ impl<D: DiskIo> Inner<D> {
         let back = if synced {
             let (res, mut back) = self
                 .disk
-                .write_sync_at(file, vec![buf], offset, SyncKind::Data)
+                .write_sync_at(file, vec![buf], at, SyncKind::Data)
                 .await;
             res?;
             self.note_sync(started);
             back.pop()
         } else {
-            let (res, back) = self.disk.write_all_at(file, buf, offset).await;
+            let (res, back) = self.disk.write_all_at(file, buf, at).await;
             res?;
             Some(back)
         };
+        if direct {
+            *self.tail_lock() = next_tail;
+            let mut recent = self.recent_lock();
+            let group = back
+                .as_ref()
+                .and_then(|b| b.get(prefix.len()..prefix.len() + len));
+            match group {
+                Some(bytes) => {
+                    recent.bytes.extend_from_slice(bytes);
+                    recent.trim();
+                }
+                None => {
+                    // The buffer did not come back: hold nothing, readers go to the file.
+                    recent.start = offset + len as u64;
+                    recent.bytes.clear();
+                }
+            }
+        }
         if let Some(back) = back {
             *self
                 .write_buf
@@ -757,7 +841,7 @@ impl<D: DiskIo> Inner<D> {
         self.counters.groups.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_written
-            .fetch_add(len as u64, Ordering::Relaxed);
+            .fetch_add(written as u64, Ordering::Relaxed);
         {
             let mut h = self.histograms();
             let _ = h.group_records.record(records.max(1));
@@ -782,10 +866,16 @@ impl<D: DiskIo> Inner<D> {
         Ok(())
     }
 
-    /// The group's bytes in the committer's aligned buffer, reused from group to group (grown
-    /// when a group is larger than any before).
-    fn write_buf(&self, chunks: &[Chunk]) -> diskio::Result<AlignedBuf> {
-        let len: usize = chunks.iter().map(|c| c.bytes.len()).sum();
+    /// `prefix` and the group's bytes in the committer's aligned buffer, reused from group to
+    /// group (grown when a group is larger than any before); with `direct_io`, padded with
+    /// zeros to whole blocks.
+    fn write_buf(&self, prefix: &[u8], chunks: &[Chunk]) -> diskio::Result<AlignedBuf> {
+        let data = prefix.len() + chunks.iter().map(|c| c.bytes.len()).sum::<usize>();
+        let len = if self.opts.direct_io {
+            data.next_multiple_of(DIRECT_BLOCK as usize)
+        } else {
+            data
+        };
         let kept = self
             .write_buf
             .lock()
@@ -799,10 +889,45 @@ impl<D: DiskIo> Inner<D> {
             )?,
         };
         buf.clear();
+        buf.extend_from_slice(prefix)?;
         for c in chunks {
             buf.extend_from_slice(&c.bytes)?;
         }
+        if len > data {
+            buf.resize(len)?;
+            buf[data..].fill(0);
+        }
         Ok(buf)
+    }
+
+    fn tail_lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn recent_lock(&self) -> MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Copies into `out` the bytes of segment `segment` from file offset `at` that are held in
+    /// memory (`direct_io` only), at most `max` of them; returns how many.
+    pub(crate) fn read_recent(
+        &self,
+        segment: Lsn,
+        at: u64,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let recent = self.recent_lock();
+        if recent.segment != Some(segment) || at < recent.start {
+            return 0;
+        }
+        let from = (at - recent.start) as usize;
+        let Some(held) = recent.bytes.get(from..) else {
+            return 0;
+        };
+        let n = held.len().min(max);
+        out.extend_from_slice(&held[..n]);
+        n
     }
 
     fn note_sync(&self, started: Instant) {
@@ -860,6 +985,13 @@ impl<D: DiskIo> Inner<D> {
                 st.sealed.push(old.seg);
             }
         }
+        // The new segment's records start at a block boundary (after its header).
+        inner.tail_lock().clear();
+        *inner.recent_lock() = Recent {
+            segment: Some(first),
+            start: HEADER_LEN as u64,
+            bytes: Vec::new(),
+        };
         inner.counters.rotations.fetch_add(1, Ordering::Relaxed);
         inner.disk.close(old_file).await?;
         Self::start_preparing(inner);
@@ -970,9 +1102,15 @@ impl<D: DiskIo> Inner<D> {
                     .read(true)
                     .write(true)
                     .create(true)
-                    .truncate(true),
+                    .truncate(true)
+                    .direct(self.opts.direct_io),
             )
             .await?;
+        if let Err(e) = check_direct(&self.disk, file) {
+            let _ = self.disk.close(file).await;
+            let _ = self.disk.remove_file(&path).await;
+            return Err(e);
+        }
         let filled = async {
             self.fill(file).await?;
             self.disk.fsync(file, SyncKind::All).await
@@ -1055,9 +1193,14 @@ impl<D: DiskIo> Inner<D> {
         let file = disk
             .open(
                 &path,
-                &OpenOptions::new().read(true).write(true).create_new(true),
+                &OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .direct(self.opts.direct_io),
             )
             .await?;
+        check_direct(disk, file)?;
         self.fill(file).await?;
         let salt = self.write_header(file, first).await?;
         disk.fsync(file, SyncKind::All).await?;
@@ -1072,6 +1215,56 @@ impl<D: DiskIo> Inner<D> {
             offset: HEADER_LEN as u64,
         })
     }
+}
+
+/// The block `direct_io` writes in: the page size, and the physical sector of common devices.
+pub(crate) const DIRECT_BLOCK: u64 = 4096;
+
+/// Refuses a direct file whose `O_DIRECT` alignment is coarser than [`DIRECT_BLOCK`].
+fn check_direct<D: DiskIo>(disk: &D, file: FileId) -> diskio::Result<()> {
+    match disk.direct_alignment(file)? {
+        Some(a)
+            if DIRECT_BLOCK % u64::from(a.offset) != 0
+                || DIRECT_BLOCK % u64::from(a.memory) != 0 =>
+        {
+            Err(diskio::Error::Unsupported {
+                reason: format!(
+                    "O_DIRECT on this file needs {}-byte offsets and {}-byte buffers; the WAL's \
+                     direct_io writes {DIRECT_BLOCK}-byte blocks",
+                    a.offset, a.memory
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Reopens the recovered active segment with `O_DIRECT`; returns it and the bytes of its
+/// partly filled last block, which the next group writes again.
+async fn reopen_direct<D: DiskIo>(
+    disk: &D,
+    found: ActiveFound,
+) -> diskio::Result<(ActiveFound, Vec<u8>)> {
+    let from = found.offset - found.offset % DIRECT_BLOCK;
+    let n = (found.offset - from) as usize;
+    let mut tail = Vec::with_capacity(n);
+    if n > 0 {
+        let (res, buf) = disk.read_exact_at(found.file, disk.alloc(n)?, from).await;
+        res?;
+        tail.extend_from_slice(&buf);
+    }
+    disk.close(found.file).await?;
+    let file = disk
+        .open(
+            &found.segment.path,
+            &OpenOptions::new().read(true).write(true).direct(true),
+        )
+        .await?;
+    if let Err(e) = check_direct(disk, file) {
+        let _ = disk.close(file).await;
+        return Err(e);
+    }
+    Ok((ActiveFound { file, ..found }, tail))
 }
 
 fn nanos(since: Instant) -> u64 {

@@ -44,6 +44,7 @@ pub struct WalOptions {
     pub(crate) queued_bytes_max: usize,
     pub(crate) group_bytes_max: usize,
     pub(crate) zero_fill: bool,
+    pub(crate) direct_io: bool,
 }
 
 impl Default for WalOptions {
@@ -64,6 +65,7 @@ impl WalOptions {
             queued_bytes_max: 64 << 20,
             group_bytes_max: 4 << 20,
             zero_fill: true,
+            direct_io: false,
         }
     }
 
@@ -114,6 +116,17 @@ impl WalOptions {
         self
     }
 
+    /// Write segments with `O_DIRECT` (default off). Each group goes down as whole 4 KiB blocks
+    /// from the committer's aligned buffer, straight to the device: the partly filled last
+    /// block of a group is kept in memory and written again, completed, by the next group (its
+    /// earlier bytes unchanged, so a torn rewrite keeps them, sector writes being atomic). The
+    /// page cache holds no copy of the log. `segment_bytes` must then be a multiple of 4 KiB,
+    /// and the filesystem must accept `O_DIRECT` (not tmpfs).
+    pub fn direct_io(mut self, on: bool) -> Self {
+        self.direct_io = on;
+        self
+    }
+
     /// Largest frame, header and padding included.
     pub(crate) fn frame_max(&self) -> usize {
         frame_len(self.record_max)
@@ -147,6 +160,13 @@ impl WalOptions {
                     "a Periodic interval must be between 1 ns and an hour, not {d:?}"
                 ));
             }
+        }
+        if self.direct_io && self.segment_bytes % crate::log::DIRECT_BLOCK != 0 {
+            return bad(format!(
+                "with direct_io, segment_bytes must be a multiple of {} bytes, not {}",
+                crate::log::DIRECT_BLOCK,
+                self.segment_bytes
+            ));
         }
         if self.group_bytes_max == 0 {
             return bad("group_bytes_max must be at least 1".to_owned());

@@ -102,7 +102,7 @@ impl<D: DiskIo> Reader<D> {
             };
             let record_max = self.inner.opts.record_max;
             let visible = self.visible;
-            fill(&self.inner.disk, seg, FRAME_HEADER_LEN, visible).await?;
+            fill(&self.inner, seg, FRAME_HEADER_LEN, visible).await?;
             let have = &seg.window[(seg.pos - seg.window_at) as usize..];
             let need = if have.len() >= FRAME_HEADER_LEN {
                 let mut len = [0u8; 4];
@@ -111,7 +111,7 @@ impl<D: DiskIo> Reader<D> {
             } else {
                 FRAME_HEADER_LEN
             };
-            fill(&self.inner.disk, seg, need, visible).await?;
+            fill(&self.inner, seg, need, visible).await?;
             let at = (seg.pos - seg.window_at) as usize;
             match decode_frame(&seg.window[at..], seg.lsn, seg.salt, record_max) {
                 Frame::Record {
@@ -244,8 +244,15 @@ impl<D: DiskIo> Drop for Reader<D> {
     }
 }
 
-/// Makes sure the window holds at least `need` bytes from `seg.pos` (fewer at end of file).
-async fn fill<D: DiskIo>(disk: &D, seg: &mut OpenSegment, need: usize, visible: Lsn) -> Result<()> {
+/// Makes sure the window holds at least `need` bytes from `seg.pos` (fewer at end of file):
+/// from the log's memory where it holds them (`direct_io`), else from the file.
+async fn fill<D: DiskIo>(
+    inner: &Inner<D>,
+    seg: &mut OpenSegment,
+    need: usize,
+    visible: Lsn,
+) -> Result<()> {
+    let disk = &inner.disk;
     let start = (seg.pos - seg.window_at) as usize;
     if seg.window.len() >= start + need {
         return Ok(());
@@ -254,6 +261,10 @@ async fn fill<D: DiskIo>(disk: &D, seg: &mut OpenSegment, need: usize, visible: 
     let want = need.max(WINDOW);
     seg.window.clear();
     seg.window_at = seg.pos;
+    if inner.read_recent(seg.first_lsn, seg.pos, want, &mut seg.window) > 0 {
+        // Held bytes end where the last group ended: nothing past them to read.
+        return Ok(());
+    }
     // Read until `want` bytes or end of file.
     while seg.window.len() < want {
         let left = want - seg.window.len();

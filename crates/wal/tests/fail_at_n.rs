@@ -14,10 +14,11 @@ use wal::{Wal, WalError, WalOptions};
 
 const RECORDS: u64 = 200;
 
-fn opts() -> WalOptions {
+fn opts(direct: bool) -> WalOptions {
     WalOptions::new()
         .segment_bytes(64 << 10)
         .record_max(4 << 10)
+        .direct_io(direct)
 }
 
 fn payload(lsn: u64) -> Vec<u8> {
@@ -28,12 +29,12 @@ fn payload(lsn: u64) -> Vec<u8> {
 
 /// Runs the workload on a disk that fails as `plan` says; returns the last LSN acknowledged and
 /// how many faults were injected.
-async fn workload(inner: &CrashDisk, plan: FaultPlan) -> (u64, u64) {
+async fn workload(inner: &CrashDisk, plan: FaultPlan, direct: bool) -> (u64, u64) {
     let disk = Arc::new(FailingDisk::new(inner.clone(), plan));
     let opened = Wal::open(
         Arc::clone(&disk) as Arc<dyn DynDiskIo>,
         Path::new("log"),
-        opts(),
+        opts(direct),
     )
     .await;
     let Ok((log, _)) = opened else {
@@ -72,8 +73,8 @@ async fn workload(inner: &CrashDisk, plan: FaultPlan) -> (u64, u64) {
     (acked, disk.injected())
 }
 
-async fn check(disk: CrashDisk, acked: u64, what: &str) {
-    let (log, report) = Wal::open(disk, Path::new("log"), opts())
+async fn check(disk: CrashDisk, acked: u64, direct: bool, what: &str) {
+    let (log, report) = Wal::open(disk, Path::new("log"), opts(direct))
         .await
         .unwrap_or_else(|e| panic!("{what}: reopening without faults failed: {e}"));
     let mut reader = log.reader(1);
@@ -91,6 +92,21 @@ async fn check(disk: CrashDisk, acked: u64, what: &str) {
 
 #[test]
 fn every_failing_operation_loses_nothing_acknowledged() {
+    fail_at_every_n(false);
+}
+
+/// The same with `direct_io` (power losses keep sector writes atomic: see the power-loss sweep).
+#[test]
+fn every_failing_operation_loses_nothing_acknowledged_with_direct_io() {
+    fail_at_every_n(true);
+}
+
+fn fail_at_every_n(direct: bool) {
+    let power_loss = if direct {
+        CrashMode::RandomAtomic
+    } else {
+        CrashMode::Random
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -106,12 +122,13 @@ fn every_failing_operation_loses_nothing_acknowledged() {
             loop {
                 let plan = FaultPlan::new(FaultTarget::Any, n).mode(mode).errno(errno);
                 let inner = CrashDisk::new().strict_directories();
-                let (acked, injected) = workload(&inner, plan).await;
-                let what = format!("{name}, operation {n} failing");
-                check(inner.clone(), acked, &what).await;
+                let (acked, injected) = workload(&inner, plan, direct).await;
+                let what = format!("{name}, operation {n} failing, direct_io {direct}");
+                check(inner.clone(), acked, direct, &what).await;
                 check(
-                    inner.crash_with(n, CrashMode::Random),
+                    inner.crash_with(n, power_loss),
                     acked,
+                    direct,
                     &format!("{what}, then a power loss"),
                 )
                 .await;
@@ -120,11 +137,15 @@ fn every_failing_operation_loses_nothing_acknowledged() {
                 check(
                     inner.crash_with(n, CrashMode::DropAll),
                     acked,
+                    direct,
                     &format!("{what}, unsynced data dropped"),
                 )
                 .await;
                 if injected == 0 {
-                    eprintln!("fail at N ({name}): the workload runs {} operations", n - 1);
+                    eprintln!(
+                        "fail at N ({name}, direct_io {direct}): the workload runs {} operations",
+                        n - 1
+                    );
                     assert!(n > 100, "the workload reached few operations: {n}");
                     break;
                 }

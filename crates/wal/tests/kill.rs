@@ -21,11 +21,13 @@ use wal::{Wal, WalOptions};
 const CHILD_ENV: &str = "DISKIO_WAL_CHILD";
 const TASKS: u64 = 8;
 
-fn opts() -> WalOptions {
+/// The options for `backend`; a backend name ending in `+direct` writes with `O_DIRECT`.
+fn opts(backend: &str) -> WalOptions {
     // Small segments, so kills land during rotations too.
     WalOptions::new()
         .segment_bytes(256 << 10)
         .record_max(4 << 10)
+        .direct_io(backend.ends_with("+direct"))
 }
 
 /// The record task `t` appends as its `k`th.
@@ -39,7 +41,7 @@ fn payload(t: u64, k: u64) -> Vec<u8> {
 
 fn disk(backend: &str) -> Option<Arc<dyn DynDiskIo>> {
     match backend {
-        "raw" => match diskio_raw::RawDisk::with_defaults() {
+        "raw" | "raw+direct" => match diskio_raw::RawDisk::with_defaults() {
             Ok(d) => Some(Arc::new(d)),
             Err(e) => {
                 eprintln!("SKIPPED raw backend: {e}");
@@ -68,7 +70,7 @@ fn child(dir: &Path, backend: &str, first_k: u64) {
         .unwrap();
     rt.block_on(async {
         let Some(disk) = disk(backend) else { return };
-        let (log, _) = Wal::open(disk, dir, opts()).await.unwrap();
+        let (log, _) = Wal::open(disk, dir, opts(backend)).await.unwrap();
         let mut tasks = Vec::new();
         for t in 0..TASKS {
             let log = log.clone();
@@ -96,7 +98,7 @@ fn check(dir: &Path, backend: &str, acked: &BTreeMap<u64, (u64, u64)>, round: u6
         .unwrap();
     rt.block_on(async {
         let disk = disk(backend).unwrap();
-        let (log, report) = Wal::open(disk, dir, opts())
+        let (log, report) = Wal::open(disk, dir, opts(backend))
             .await
             .unwrap_or_else(|e| panic!("{backend}, kill {round}: recovery failed: {e}"));
         let mut reader = log.reader(1);
@@ -131,6 +133,12 @@ fn kills(backend: &str) {
     }
     let mut rng = Rng::new(seed);
     let scratch = ScratchDir::new(&format!("wal-kill-{backend}"));
+    if backend.ends_with("+direct") {
+        if let Some(reason) = conformance::harness::direct_io_refused(scratch.path()) {
+            conformance::harness::report_skip(&format!("wal-kill-{backend}"), &reason);
+            return;
+        }
+    }
     let dir: PathBuf = scratch.path().join("log");
     let exe = std::env::current_exe().unwrap();
     let mut acked: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
@@ -219,4 +227,9 @@ fn sigkill_loses_nothing_acknowledged_raw() {
 #[test]
 fn sigkill_loses_nothing_acknowledged_uring() {
     kills("uring");
+}
+
+#[test]
+fn sigkill_loses_nothing_acknowledged_raw_direct_io() {
+    kills("raw+direct");
 }

@@ -5,6 +5,14 @@
 //! must recover in `Strict` mode with every acknowledged record intact, nothing corrupt
 //! returned, and the log a contiguous prefix of what was submitted.
 //!
+//! The sweep runs twice: with buffered segments, and with `direct_io`, where each group
+//! rewrites the partly filled block the previous group ended in. The `direct_io` sweep leaves
+//! out garbage: rewriting a block that holds acknowledged records is safe only on a device whose
+//! sector writes are atomic (old or new bytes, both the same for those records), which is what
+//! [`CrashMode::RandomAtomic`] and [`CrashMode::TearAll`] model. (Buffered logs rely on the same
+//! property without the model seeing it: the kernel writes back whole pages, including the
+//! synced records of a partly filled page.)
+//!
 //! `DISKIO_CRASH_STATES` sets how many crash states to reach (default 10,000); `DISKIO_SEED`
 //! replays a run (the seed is printed).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // tests: a failed step panics
@@ -17,10 +25,11 @@ use wal::{Wal, WalOptions};
 /// Records the workload appends; with 64 KiB segments they fill two and start a third.
 const RECORDS: u64 = 360;
 
-fn opts() -> WalOptions {
+fn opts(direct: bool) -> WalOptions {
     WalOptions::new()
         .segment_bytes(64 << 10)
         .record_max(4 << 10)
+        .direct_io(direct)
 }
 
 fn payload(lsn: u64) -> Vec<u8> {
@@ -41,8 +50,8 @@ struct Done {
 /// The workload: batches of 1 to 4 records, each batch one `append_batch` (one group on this
 /// current-thread runtime), and every 20 batches a `truncate_before` that keeps the last 60
 /// records (so whole segments are deleted). Returns what was done before the disk froze.
-async fn workload(disk: &CrashDisk, batches: &[usize]) -> Done {
-    let (log, _) = Wal::open(disk.clone(), Path::new("log"), opts())
+async fn workload(disk: &CrashDisk, batches: &[usize], direct: bool) -> Done {
+    let (log, _) = Wal::open(disk.clone(), Path::new("log"), opts(direct))
         .await
         .unwrap();
     let mut done = Done {
@@ -69,9 +78,9 @@ async fn workload(disk: &CrashDisk, batches: &[usize]) -> Done {
 }
 
 /// Recovers the crashed disk and checks it against what was acknowledged (and truncated).
-async fn check(crashed: CrashDisk, done: Done, what: &str) {
+async fn check(crashed: CrashDisk, done: Done, direct: bool, what: &str) {
     let acked = done.acked;
-    let (log, report) = Wal::open(crashed, Path::new("log"), opts())
+    let (log, report) = Wal::open(crashed, Path::new("log"), opts(direct))
         .await
         .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
     // Truncation may have removed records below what it was asked for, never more.
@@ -102,12 +111,40 @@ async fn check(crashed: CrashDisk, done: Done, what: &str) {
 
 #[test]
 fn every_crash_point_recovers_every_acknowledged_record() {
+    sweep(
+        false,
+        &[
+            CrashMode::Random,
+            CrashMode::Random,
+            CrashMode::TearAll,
+            CrashMode::GarbageAll,
+            CrashMode::DropAll,
+            CrashMode::KeepAll,
+        ],
+    );
+}
+
+#[test]
+fn every_crash_point_recovers_every_acknowledged_record_with_direct_io() {
+    sweep(
+        true,
+        &[
+            CrashMode::RandomAtomic,
+            CrashMode::RandomAtomic,
+            CrashMode::TearAll,
+            CrashMode::DropAll,
+            CrashMode::KeepAll,
+        ],
+    );
+}
+
+fn sweep(direct: bool, modes: &[CrashMode]) {
     let target: u64 = std::env::var("DISKIO_CRASH_STATES")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
     let seed = conformance::seed_from_env("DISKIO_SEED");
-    eprintln!("power-loss sweep: DISKIO_SEED={seed}, {target} crash states");
+    eprintln!("power-loss sweep (direct_io {direct}): DISKIO_SEED={seed}, {target} crash states");
     let mut rng = Rng::new(seed);
     let mut batches = Vec::new();
     let mut total = 0;
@@ -123,7 +160,7 @@ fn every_crash_point_recovers_every_acknowledged_record() {
     // One clean run counts the operations: the crash points.
     let points = rt.block_on(async {
         let disk = CrashDisk::new().strict_directories();
-        workload(&disk, &batches).await;
+        workload(&disk, &batches, direct).await;
         let names = diskio::DiskIo::list_dir(&disk, Path::new("log"))
             .await
             .unwrap();
@@ -134,21 +171,13 @@ fn every_crash_point_recovers_every_acknowledged_record() {
         disk.ops()
     });
     let per_point = target.div_ceil(points).max(1);
-    let modes = [
-        CrashMode::Random,
-        CrashMode::Random,
-        CrashMode::TearAll,
-        CrashMode::GarbageAll,
-        CrashMode::DropAll,
-        CrashMode::KeepAll,
-    ];
     let mut states = 0u64;
     let mut reached = 0u64;
     rt.block_on(async {
         for point in 1..=points {
             let disk = CrashDisk::new().strict_directories();
             disk.freeze_after(point);
-            let done = workload(&disk, &batches).await;
+            let done = workload(&disk, &batches, direct).await;
             if !disk.is_frozen() {
                 continue; // this run did fewer operations than the counting one
             }
@@ -161,13 +190,14 @@ fn every_crash_point_recovers_every_acknowledged_record() {
                      (DISKIO_SEED={seed})"
                 );
                 let crashed = disk.crash_frozen(crash_seed, mode).unwrap();
-                check(crashed, done, &what).await;
+                check(crashed, done, direct, &what).await;
                 states += 1;
             }
         }
     });
     eprintln!(
-        "power-loss sweep: {states} crash states at {reached} of {points} crash points, \
+        "power-loss sweep (direct_io {direct}): {states} crash states at {reached} of {points} \
+         crash points, \
          0 acknowledged records lost, 0 corrupt records returned"
     );
     assert!(

@@ -32,8 +32,8 @@ async fn read_all<D: DiskIo>(log: &Wal<D>, from: u64) -> Vec<(u64, Vec<u8>)> {
 }
 
 /// Appends, reads back, closes, reopens: the same records, and appends continue the LSNs.
-async fn round_trip_and_reopen<D: DiskIo + Clone>(disk: D, dir: &Path) {
-    let (log, report) = Wal::open(disk.clone(), dir, small()).await.unwrap();
+async fn round_trip_and_reopen<D: DiskIo + Clone>(disk: D, dir: &Path, opts: WalOptions) {
+    let (log, report) = Wal::open(disk.clone(), dir, opts.clone()).await.unwrap();
     assert_eq!((report.next_lsn, report.records), (1, 0));
     let mut expect = Vec::new();
     for i in 0..300u64 {
@@ -55,7 +55,7 @@ async fn round_trip_and_reopen<D: DiskIo + Clone>(disk: D, dir: &Path) {
     assert_eq!(reader.next_into(&mut data).await.unwrap(), None);
     log.close().await.unwrap();
 
-    let (log, report) = Wal::open(disk, dir, small()).await.unwrap();
+    let (log, report) = Wal::open(disk, dir, opts.clone()).await.unwrap();
     assert_eq!(report.records, 300);
     assert_eq!(report.next_lsn, 301);
     assert!(report.cut.is_none(), "{report:?}");
@@ -67,8 +67,8 @@ async fn round_trip_and_reopen<D: DiskIo + Clone>(disk: D, dir: &Path) {
 
 /// 256 tasks append at once: every LSN is handed out once, the records read back in LSN order
 /// with the right bytes, and appends shared groups.
-async fn concurrent_appenders<D: DiskIo>(disk: D, dir: &Path) {
-    let (log, _) = Wal::open(disk, dir, small()).await.unwrap();
+async fn concurrent_appenders<D: DiskIo>(disk: D, dir: &Path, opts: WalOptions) {
+    let (log, _) = Wal::open(disk, dir, opts.clone()).await.unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..256u64 {
         let log = log.clone();
@@ -113,8 +113,8 @@ async fn concurrent_appenders<D: DiskIo>(disk: D, dir: &Path) {
 
 /// A reader keeps up with a writer: it sees a prefix of the records, in order, never one that is
 /// not yet durable, and everything once the writer is done.
-async fn reader_during_writes<D: DiskIo>(disk: D, dir: &Path) {
-    let (log, _) = Wal::open(disk, dir, small()).await.unwrap();
+async fn reader_during_writes<D: DiskIo>(disk: D, dir: &Path, opts: WalOptions) {
+    let (log, _) = Wal::open(disk, dir, opts.clone()).await.unwrap();
     let writer = {
         let log = log.clone();
         tokio::spawn(async move {
@@ -143,8 +143,8 @@ async fn reader_during_writes<D: DiskIo>(disk: D, dir: &Path) {
 
 /// Whole segments before an LSN go; readers of what went get `Truncated`; the rest stays and
 /// survives a reopen.
-async fn truncation<D: DiskIo + Clone>(disk: D, dir: &Path) {
-    let (log, _) = Wal::open(disk.clone(), dir, small()).await.unwrap();
+async fn truncation<D: DiskIo + Clone>(disk: D, dir: &Path, opts: WalOptions) {
+    let (log, _) = Wal::open(disk.clone(), dir, opts.clone()).await.unwrap();
     for i in 0..400u64 {
         log.append(&payload(i, 1000)).await.unwrap();
     }
@@ -165,15 +165,15 @@ async fn truncation<D: DiskIo + Clone>(disk: D, dir: &Path) {
         "idempotent"
     );
     log.close().await.unwrap();
-    let (log, report) = Wal::open(disk, dir, small()).await.unwrap();
+    let (log, report) = Wal::open(disk, dir, opts.clone()).await.unwrap();
     assert_eq!((report.first_lsn, report.next_lsn), (first, 401));
     assert_eq!(read_all(&log, first).await, rest);
     log.close().await.unwrap();
 }
 
 /// Records above `record_max` are refused without harm; empty records are records.
-async fn sizes<D: DiskIo>(disk: D, dir: &Path) {
-    let (log, _) = Wal::open(disk, dir, small()).await.unwrap();
+async fn sizes<D: DiskIo>(disk: D, dir: &Path, opts: WalOptions) {
+    let (log, _) = Wal::open(disk, dir, opts.clone()).await.unwrap();
     assert_eq!(log.append(b"").await.unwrap(), 1);
     match log.append(&vec![0u8; (8 << 10) + 1]).await {
         Err(WalError::RecordTooLarge { len, max }) => assert_eq!((len, max), (8193, 8192)),
@@ -199,8 +199,8 @@ async fn sizes<D: DiskIo>(disk: D, dir: &Path) {
 
 /// Appends dropped at their first poll (a caller's timeout): the log stays healthy, and every
 /// queued record is written once, in order.
-async fn cancelled_appends<D: DiskIo + Clone>(disk: D, dir: &Path) {
-    let (log, _) = Wal::open(disk.clone(), dir, small()).await.unwrap();
+async fn cancelled_appends<D: DiskIo + Clone>(disk: D, dir: &Path, opts: WalOptions) {
+    let (log, _) = Wal::open(disk.clone(), dir, opts.clone()).await.unwrap();
     let mut dropped = 0;
     for i in 0..200u64 {
         let data = payload(i, 300);
@@ -218,7 +218,7 @@ async fn cancelled_appends<D: DiskIo + Clone>(disk: D, dir: &Path) {
     let expect: Vec<_> = (0..200u64).map(|i| (i + 1, payload(i, 300))).collect();
     assert_eq!(read_all(&log, 1).await, expect);
     log.close().await.unwrap();
-    let (log, report) = Wal::open(disk, dir, small()).await.unwrap();
+    let (log, report) = Wal::open(disk, dir, opts.clone()).await.unwrap();
     assert_eq!((report.next_lsn, report.cut), (201, None));
     log.close().await.unwrap();
 }
@@ -244,8 +244,15 @@ fn bad_options_are_refused() {
 
 macro_rules! wal_suite {
     ($name:ident, $make:expr) => {
+        wal_suite!($name, $make, false);
+    };
+    ($name:ident, $make:expr, $direct:expr) => {
         mod $name {
             use super::*;
+
+            fn opts() -> WalOptions {
+                small().direct_io($direct)
+            }
 
             fn run<F, Fut>(label: &str, f: F)
             where
@@ -253,6 +260,12 @@ macro_rules! wal_suite {
                 Fut: std::future::Future<Output = ()>,
             {
                 let scratch = ScratchDir::new(label);
+                if $direct {
+                    if let Some(reason) = conformance::harness::direct_io_refused(scratch.path()) {
+                        conformance::harness::report_skip(label, &reason);
+                        return;
+                    }
+                }
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
@@ -264,39 +277,38 @@ macro_rules! wal_suite {
             #[test]
             fn round_trip_and_reopen() {
                 run("wal-rt", |dir| async move {
-                    super::round_trip_and_reopen($make, &dir).await
+                    super::round_trip_and_reopen($make, &dir, opts()).await
                 });
             }
             #[test]
             fn concurrent_appenders() {
                 run("wal-conc", |dir| async move {
-                    super::concurrent_appenders($make, &dir).await
+                    super::concurrent_appenders($make, &dir, opts()).await
                 });
             }
             #[test]
             fn reader_during_writes() {
                 run("wal-rd", |dir| async move {
-                    super::reader_during_writes($make, &dir).await
+                    super::reader_during_writes($make, &dir, opts()).await
                 });
             }
             #[test]
             fn truncation() {
                 run("wal-trunc", |dir| async move {
-                    super::truncation($make, &dir).await
+                    super::truncation($make, &dir, opts()).await
                 });
             }
             #[test]
             fn cancelled_appends() {
                 run("wal-cancel", |dir| async move {
-                    super::cancelled_appends($make, &dir).await
+                    super::cancelled_appends($make, &dir, opts()).await
                 });
             }
             #[test]
             fn sizes() {
-                run(
-                    "wal-sizes",
-                    |dir| async move { super::sizes($make, &dir).await },
-                );
+                run("wal-sizes", |dir| async move {
+                    super::sizes($make, &dir, opts()).await
+                });
             }
         }
     };
@@ -308,6 +320,14 @@ wal_suite!(
 );
 wal_suite!(raw, raw_or_blocking());
 wal_suite!(uring, uring_or_blocking());
+wal_suite!(
+    blocking_direct,
+    Arc::new(diskio_blocking::BlockingDisk::with_defaults().unwrap()) as Arc<dyn diskio::DynDiskIo>,
+    true
+);
+wal_suite!(raw_direct, raw_or_blocking(), true);
+wal_suite!(crash_disk_direct, CrashDisk::new(), true);
+
 wal_suite!(crash_disk, CrashDisk::new());
 
 /// The raw backend, or (visibly) the blocking one where io_uring is not allowed.
@@ -875,5 +895,67 @@ fn a_hole_in_the_last_group_is_torn_but_in_an_earlier_group_is_corrupt() {
                 );
             }
         }
+    });
+}
+
+/// With `direct_io`, a reader of fresh records takes them from the log's memory, not the
+/// device: past the segment header it reads nothing from the file, where a buffered log reads
+/// its records from the file. Both read back the same records.
+#[test]
+fn direct_io_readers_of_fresh_records_stay_off_the_device() {
+    block_on(async {
+        let mut reads = Vec::new();
+        for direct in [false, true] {
+            let disk = CrashDisk::new();
+            let opts = WalOptions::new().direct_io(direct);
+            let (log, _) = Wal::open(disk.clone(), "log", opts).await.unwrap();
+            let mut expect = Vec::new();
+            for i in 0..200u64 {
+                let data = payload(i, 100 + (i as usize * 7) % 500);
+                expect.push((log.append(&data).await.unwrap(), data));
+            }
+            let before = disk.stats().op(diskio::Op::Read).ops;
+            assert_eq!(read_all(&log, 1).await, expect, "direct_io {direct}");
+            reads.push(disk.stats().op(diskio::Op::Read).ops - before);
+            log.close().await.unwrap();
+        }
+        // One read is the segment header; a buffered log reads its records too.
+        assert_eq!(
+            reads[1], 1,
+            "direct_io: only the header comes from the file"
+        );
+        assert!(
+            reads[0] > 1,
+            "buffered: the records come from the file ({reads:?})"
+        );
+    });
+}
+
+/// With `direct_io`, every group is written as whole 4 KiB blocks, the partly filled last block
+/// again by the next group; the log reopens (from its file, not memory) with every record.
+#[test]
+fn direct_io_writes_whole_blocks_and_reopens_intact() {
+    block_on(async {
+        let disk = CrashDisk::new();
+        let opts = small().direct_io(true);
+        let (log, _) = Wal::open(disk.clone(), "log", opts.clone()).await.unwrap();
+        let mut expect = Vec::new();
+        for i in 0..120u64 {
+            let data = payload(i, 10 + (i as usize * 131) % 900);
+            expect.push((log.append(&data).await.unwrap(), data));
+        }
+        let stats = log.stats();
+        assert_eq!(stats.bytes_written % 4096, 0, "{stats:?}");
+        assert!(stats.bytes_written >= stats.groups * 4096, "{stats:?}");
+        log.close().await.unwrap();
+        let (log, report) = Wal::open(disk, "log", opts).await.unwrap();
+        assert_eq!(report.records, 120);
+        assert!(report.cut.is_none(), "{report:?}");
+        assert_eq!(read_all(&log, 1).await, expect);
+        // Appends after reopening rewrite the recovered tail block correctly too.
+        assert_eq!(log.append(b"after").await.unwrap(), 121);
+        let all = read_all(&log, 119).await;
+        assert_eq!(all.last().map(|r| r.1.as_slice()), Some(&b"after"[..]));
+        log.close().await.unwrap();
     });
 }

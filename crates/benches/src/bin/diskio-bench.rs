@@ -314,6 +314,8 @@ impl WalEngine {
             WalEngine::Ours(WalBackend::Blocking),
             WalEngine::Ours(WalBackend::Raw),
             WalEngine::Ours(WalBackend::Uring),
+            WalEngine::Ours(WalBackend::BlockingDirect),
+            WalEngine::Ours(WalBackend::RawDirect),
         ];
         #[cfg(feature = "peers")]
         v.extend(benches::peers::Peer::ALL.map(WalEngine::Peer));
