@@ -37,10 +37,10 @@ pub enum WalBackend {
     Raw,
     /// `diskio-uring`.
     Uring,
-    /// `diskio-blocking`, segments written with `O_DIRECT` (`WalOptions::direct_io`).
-    BlockingDirect,
-    /// `diskio-raw`, segments written with `O_DIRECT`.
-    RawDirect,
+    /// `diskio-blocking`, segments written through the page cache (`direct_io(false)`).
+    BlockingBuffered,
+    /// `diskio-raw`, segments written through the page cache.
+    RawBuffered,
 }
 
 impl WalBackend {
@@ -50,23 +50,23 @@ impl WalBackend {
             WalBackend::Blocking => "wal on diskio-blocking",
             WalBackend::Raw => "wal on diskio-raw",
             WalBackend::Uring => "wal on diskio-uring",
-            WalBackend::BlockingDirect => "wal on blocking, O_DIRECT",
-            WalBackend::RawDirect => "wal on raw, O_DIRECT",
+            WalBackend::BlockingBuffered => "wal on blocking, buffered",
+            WalBackend::RawBuffered => "wal on raw, buffered",
         }
     }
 
-    /// Whether the log writes its segments with `O_DIRECT`.
+    /// Whether the log writes its segments with `O_DIRECT` (the default).
     pub fn direct(self) -> bool {
-        matches!(self, WalBackend::BlockingDirect | WalBackend::RawDirect)
+        !matches!(self, WalBackend::BlockingBuffered | WalBackend::RawBuffered)
     }
 
     /// A new backend of this kind, with default options.
     fn disk(self) -> Result<Arc<dyn DynDiskIo>, String> {
         Ok(match self {
-            WalBackend::Blocking | WalBackend::BlockingDirect => {
+            WalBackend::Blocking | WalBackend::BlockingBuffered => {
                 Arc::new(diskio_blocking::BlockingDisk::with_defaults().map_err(|e| e.to_string())?)
             }
-            WalBackend::Raw | WalBackend::RawDirect => {
+            WalBackend::Raw | WalBackend::RawBuffered => {
                 Arc::new(diskio_raw::RawDisk::with_defaults().map_err(|e| e.to_string())?)
             }
             WalBackend::Uring => {

@@ -23,6 +23,9 @@ pub enum FaultTarget {
     /// Writes, syncs, `preallocate`, `set_len`, `create_dir_all`, `remove_file` and `rename`: every
     /// operation that changes a file or a directory.
     Any,
+    /// Opens that ask for `O_DIRECT` (with `EINVAL`: a filesystem that refuses direct I/O, such
+    /// as tmpfs). Not counted by [`Any`](Self::Any).
+    DirectOpen,
 }
 
 /// Whether the fault fires once or sticks.
@@ -76,6 +79,7 @@ enum Kind {
     Write,
     Sync,
     Meta,
+    DirectOpen,
 }
 
 /// Wraps a backend and fails operations as a [`FaultPlan`] says. A failed operation never
@@ -162,7 +166,8 @@ impl<D: DiskIo> FailingDisk<D> {
         let counts = match plan.target {
             FaultTarget::Write => kind == Kind::Write,
             FaultTarget::Sync => kind == Kind::Sync,
-            FaultTarget::Any => true,
+            FaultTarget::Any => kind != Kind::DirectOpen,
+            FaultTarget::DirectOpen => kind == Kind::DirectOpen,
         };
         if !counts {
             return None;
@@ -197,6 +202,11 @@ impl<D: DiskIo> DiskIo for FailingDisk<D> {
         self.inner.alloc(len)
     }
     async fn open(&self, path: &Path, options: &OpenOptions) -> Result<FileId> {
+        if options.is_direct() {
+            if let Some(e) = self.fault(Kind::DirectOpen, || Context::new(Op::Open).path(path)) {
+                return Err(e);
+            }
+        }
         self.inner.open(path, options).await
     }
     async fn close(&self, file: FileId) -> Result<()> {

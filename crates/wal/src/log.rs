@@ -225,8 +225,15 @@ impl<D: DiskIo> Wal<D> {
         opts: WalOptions,
     ) -> Result<(Self, RecoveryReport)> {
         opts.validate()?;
+        let mut opts = opts;
         let dir = dir.as_ref().to_path_buf();
         let found = recover(&disk, &dir, &opts).await?;
+        if opts.direct_io {
+            if let Err(reason) = direct_works(&disk, &dir).await? {
+                tracing::warn!(dir = %dir.display(), %reason, "wal: O_DIRECT refused here; writing through the page cache");
+                opts.direct_io = false;
+            }
+        }
         let report = found.report.clone();
         let next = report.next_lsn;
         let sealed = found.sealed.into_iter().map(seg_ref).collect();
@@ -564,6 +571,12 @@ impl<D: DiskIo> Wal<D> {
     /// Every record below this LSN is durable.
     pub fn durable_end(&self) -> Lsn {
         self.inner.lock().durable_end
+    }
+
+    /// Whether segments are written with `O_DIRECT` ([`WalOptions::direct_io`], and the
+    /// filesystem accepted it at open).
+    pub fn is_direct_io(&self) -> bool {
+        self.inner.opts.direct_io
     }
 
     /// The first LSN still in the log.
@@ -1237,6 +1250,36 @@ fn check_direct<D: DiskIo>(disk: &D, file: FileId) -> diskio::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Whether segments in `dir` can be written with `O_DIRECT`: `Err(reason)` if not. A probe
+/// file (with the temporary suffix, so a crash leaves nothing that open does not clean up) is
+/// created with `O_DIRECT` and removed.
+async fn direct_works<D: DiskIo>(
+    disk: &D,
+    dir: &Path,
+) -> diskio::Result<std::result::Result<(), String>> {
+    let path = dir.join(format!("direct-probe{TEMP_SUFFIX}"));
+    let options = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .direct(true);
+    let verdict = match disk.open(&path, &options).await {
+        Ok(file) => {
+            let checked = check_direct(disk, file).map_err(|e| e.to_string());
+            disk.close(file).await?;
+            checked
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(e.to_string()),
+        Err(e) => return Err(e),
+    };
+    match disk.remove_file(&path).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    Ok(verdict)
 }
 
 /// Reopens the recovered active segment with `O_DIRECT`; returns it and the bytes of its

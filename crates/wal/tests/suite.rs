@@ -959,3 +959,63 @@ fn direct_io_writes_whole_blocks_and_reopens_intact() {
         log.close().await.unwrap();
     });
 }
+
+/// Where the filesystem refuses `O_DIRECT`, the default log writes through the page cache
+/// instead and says so; asked for buffered writes, it never tries `O_DIRECT`.
+#[test]
+fn a_filesystem_refusing_direct_io_falls_back_to_buffered_writes() {
+    block_on(async {
+        let refusing = |nth| {
+            let plan = FaultPlan::new(FaultTarget::DirectOpen, nth)
+                .mode(FaultMode::FromThenOn)
+                .errno(libc::EINVAL);
+            Arc::new(FailingDisk::new(CrashDisk::new(), plan))
+        };
+        let disk = refusing(1);
+        let (log, _) = Wal::open(
+            Arc::clone(&disk) as Arc<dyn diskio::DynDiskIo>,
+            "log",
+            small(),
+        )
+        .await
+        .unwrap();
+        assert!(!log.is_direct_io(), "the refusal was noticed");
+        for i in 0..50u64 {
+            log.append(&payload(i, 300)).await.unwrap();
+        }
+        assert_eq!(read_all(&log, 1).await.len(), 50);
+        log.close().await.unwrap();
+        let (log, report) = Wal::open(
+            Arc::clone(&disk) as Arc<dyn diskio::DynDiskIo>,
+            "log",
+            small(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.records, 50);
+        assert!(!log.is_direct_io());
+        assert!(disk.injected() >= 2, "each open tried O_DIRECT once");
+        log.close().await.unwrap();
+
+        // Where it works, it is used; with direct_io(false) it is never asked for.
+        let disk = refusing(u64::MAX);
+        let (log, _) = Wal::open(
+            Arc::clone(&disk) as Arc<dyn diskio::DynDiskIo>,
+            "log",
+            small(),
+        )
+        .await
+        .unwrap();
+        assert!(log.is_direct_io());
+        log.close().await.unwrap();
+        let disk = refusing(1);
+        let opts = small().direct_io(false);
+        let (log, _) = Wal::open(Arc::clone(&disk) as Arc<dyn diskio::DynDiskIo>, "log", opts)
+            .await
+            .unwrap();
+        assert!(!log.is_direct_io());
+        log.append(b"x").await.unwrap();
+        log.close().await.unwrap();
+        assert_eq!(disk.injected(), 0, "no O_DIRECT open was attempted");
+    });
+}
