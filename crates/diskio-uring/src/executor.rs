@@ -155,7 +155,14 @@ pub(crate) fn start(index: usize, name: &str, config: Config) -> Result<Executor
         .name(format!("{name}-{index}"))
         .spawn(move || {
             let mut builder = tokio_uring::builder();
-            builder.entries(config.entries);
+            // Room in the completion queue for every job in flight (the kernel caps it).
+            let cq = (config.in_flight_max + 16)
+                .max(2 * config.entries as usize)
+                .next_power_of_two()
+                .min(65_536) as u32;
+            builder
+                .entries(config.entries)
+                .uring_builder(tokio_uring::uring_builder().setup_cqsize(cq));
             let runtime = match tokio_uring::Runtime::new(&builder) {
                 Ok(runtime) => runtime,
                 Err(e) => {

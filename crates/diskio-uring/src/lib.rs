@@ -163,12 +163,12 @@ impl Default for UringOptions {
 }
 
 impl UringOptions {
-    /// One executor thread with a ring of 256 entries, up to 256 jobs in flight and 1024
-    /// queued; buffers aligned to 4096; 100 µs of spinning (see [`spin`](Self::spin)).
+    /// One executor thread with a submission queue of 8 entries (see
+    /// [`entries`](Self::entries)), up to 256 jobs in flight and 1024 queued; buffers aligned to 4096; 100 µs of spinning (see [`spin`](Self::spin)).
     pub fn new() -> Self {
         Self {
             executors: 1,
-            entries: 256,
+            entries: 8,
             queue_max: 1024,
             in_flight_max: 256,
             alignment: 4096,
@@ -184,8 +184,12 @@ impl UringOptions {
         self
     }
 
-    /// Submission queue entries of each ring (1..=[`ENTRIES_MAX`]; tokio-uring flushes the
-    /// queue into the kernel when it fills).
+    /// Submission queue entries of each ring (1..=[`ENTRIES_MAX`]). tokio-uring hands queued
+    /// operations to the kernel only when its thread goes idle or the queue is full, so under
+    /// load this is how many operations may wait to be submitted: a small queue submits sooner.
+    /// Measured here at 32 reads in flight, 8 entries gave 0.78–0.82× fio's `O_DIRECT` IOPS and
+    /// 0.55× `diskio-raw` from the page cache, against 0.70× and 0.48× with 256. The completion
+    /// queue is sized for every job in flight either way.
     pub fn entries(mut self, entries: u32) -> Self {
         self.entries = entries;
         self

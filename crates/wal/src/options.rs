@@ -117,8 +117,9 @@ impl WalOptions {
         self
     }
 
-    /// Write segments with `O_DIRECT` (default on: faster in every measured workload but one;
-    /// see the README). Each group goes down as whole 4 KiB blocks from the committer's aligned
+    /// Write segments with `O_DIRECT` (default on: measured 1.4–1.7× buffered writes at 1,024
+    /// durable writers and 1.6–3.6× unsynced, level at one writer, 0.85–0.94× at 64 writers on
+    /// the raw backend; see the README). Each group goes down as whole 4 KiB blocks from the committer's aligned
     /// buffer, straight to the device: the partly filled last block of a group is kept in
     /// memory and written again, completed, by the next group (its earlier bytes unchanged, so
     /// a torn rewrite keeps them, sector writes being atomic). The page cache holds no copy of
