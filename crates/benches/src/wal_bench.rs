@@ -180,6 +180,8 @@ pub struct Replay {
     pub reader_bytes_s: f64,
     /// Records per second through the reader.
     pub reader_records_s: f64,
+    /// Payload bytes per second through `Reader::next_batch` (borrowed, not copied).
+    pub batch_bytes_s: f64,
     /// File bytes per second through 1 MiB `pread`s of the same files.
     pub pread_bytes_s: f64,
 }
@@ -233,13 +235,34 @@ pub fn replay(
             bytes += data.len() as u64;
         }
         let secs = start.elapsed().as_secs_f64().max(1e-9);
-        log.close().await.map_err(|e| e.to_string())?;
         if n != records {
             return Err(format!("read back {n} records of {records}"));
         }
-        Ok::<(f64, f64), String>((bytes as f64 / secs, n as f64 / secs))
+        // The same in borrowed batches.
+        let start = Instant::now();
+        let mut reader = log.reader(1);
+        let (mut batch_n, mut batch_bytes) = (0u64, 0u64);
+        while let Some(batch) = reader.next_batch().await.map_err(|e| e.to_string())? {
+            for (_, data) in batch.iter() {
+                batch_n += 1;
+                batch_bytes += data.len() as u64;
+            }
+        }
+        let batch_secs = start.elapsed().as_secs_f64().max(1e-9);
+        drop(reader);
+        log.close().await.map_err(|e| e.to_string())?;
+        if batch_n != records {
+            return Err(format!(
+                "read back {batch_n} records of {records} in batches"
+            ));
+        }
+        Ok::<(f64, f64, f64), String>((
+            bytes as f64 / secs,
+            n as f64 / secs,
+            batch_bytes as f64 / batch_secs,
+        ))
     });
-    let (reader_bytes_s, reader_records_s) = match result {
+    let (reader_bytes_s, reader_records_s, batch_bytes_s) = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(dir);
@@ -251,6 +274,7 @@ pub fn replay(
     Ok(Replay {
         reader_bytes_s,
         reader_records_s,
+        batch_bytes_s,
         pread_bytes_s,
     })
 }

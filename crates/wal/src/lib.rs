@@ -131,7 +131,7 @@ pub use error::{Result, WalError};
 pub use log::Wal;
 pub use options::{Durability, RecoveryMode, WalOptions};
 pub use partitioned::{PARTITIONS_MAX, Partitioned};
-pub use reader::{Reader, Record};
+pub use reader::{Batch, Reader, Record};
 pub use recovery::{Cut, RecoveryReport};
 
 /// A log sequence number: 1 for the first record ever appended, one more for each next one.

@@ -53,6 +53,23 @@ async fn round_trip_and_reopen<D: DiskIo + Clone>(disk: D, dir: &Path, opts: Wal
         assert_eq!(&data, want);
     }
     assert_eq!(reader.next_into(&mut data).await.unwrap(), None);
+    // The same in borrowed batches, from the start and from the middle, across segments.
+    for from in [1u64, 150] {
+        let mut reader = log.reader(from);
+        let mut got = Vec::new();
+        let mut batches = 0;
+        while let Some(batch) = reader.next_batch().await.unwrap() {
+            assert!(!batch.is_empty());
+            batches += 1;
+            got.extend(batch.iter().map(|(lsn, data)| (lsn, data.to_vec())));
+        }
+        assert_eq!(
+            got,
+            expect[from as usize - 1..].to_vec(),
+            "batches from {from}"
+        );
+        assert!(batches < got.len(), "records came several to a batch");
+    }
     log.close().await.unwrap();
 
     let (log, report) = Wal::open(disk, dir, opts.clone()).await.unwrap();
@@ -1017,5 +1034,31 @@ fn a_filesystem_refusing_direct_io_falls_back_to_buffered_writes() {
         log.append(b"x").await.unwrap();
         log.close().await.unwrap();
         assert_eq!(disk.injected(), 0, "no O_DIRECT open was attempted");
+    });
+}
+
+/// A record damaged after the log was opened (media damage) is reported by `next_batch` as
+/// corrupt, at its LSN, after the intact records before it: a batch never carries it.
+#[test]
+fn next_batch_reports_a_damaged_record_after_the_good_ones() {
+    block_on(async {
+        let (disk, dir) = log_of(20).await;
+        let (log, _) = Wal::open(disk.clone(), &dir, small()).await.unwrap();
+        let first = segment_paths(&disk, &dir).await.remove(0);
+        // Record 11's payload (the header block, then ten whole frames before it).
+        disk.damage(&first, (4096 + 10 * FRAME + 24 + 5) as u64, &[0xFF])
+            .unwrap();
+        let mut reader = log.reader(1);
+        let mut got = Vec::new();
+        let err = loop {
+            match reader.next_batch().await {
+                Ok(Some(batch)) => got.extend(batch.iter().map(|(lsn, d)| (lsn, d.to_vec()))),
+                Ok(None) => panic!("the damage went unnoticed"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, WalError::Corrupt { lsn: 11, .. }), "{err}");
+        let want: Vec<_> = (0..10u64).map(|i| (i + 1, payload(i, REC))).collect();
+        assert_eq!(got, want, "the records before the damage, intact");
     });
 }

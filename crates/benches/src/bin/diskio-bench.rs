@@ -476,19 +476,22 @@ fn print_replay(args: &Args) {
                     x[x.len() / 2]
                 };
                 let gib = f64::from(1u32 << 30);
-                let (r, n, p) = (
+                let (r, n, b, p) = (
                     med(|r| r.reader_bytes_s),
                     med(|r| r.reader_records_s),
+                    med(|r| r.batch_bytes_s),
                     med(|r| r.pread_bytes_s),
                 );
                 println!(
-                    "WAL replay from the page cache, {}: {:.2} GiB/s of records ({:.2}M records/s, \
-                     {records} x 256 B), {:.2}x 1 MiB preads of the same files ({:.2} GiB/s)",
+                    "WAL replay from the page cache, {}: next_batch {:.2} GiB/s of records \
+                     ({:.2}x 1 MiB preads of the same files, {:.2} GiB/s); next_into {:.2} GiB/s \
+                     ({:.2}M records/s, {records} x 256 B)",
                     backend.name(),
+                    b / gib,
+                    b / p,
+                    p / gib,
                     r / gib,
                     n / 1e6,
-                    r / p,
-                    p / gib
                 );
             }
             Err(e) => println!("WAL replay, {}: cannot run: {e}", backend.name()),
