@@ -88,7 +88,9 @@ fn a_failing_recovery_leaves_the_log_recoverable() {
                 }
                 let what = format!("{mode:?}, recovery's operation {n} failing");
                 // The power loss first: the clean recovery below appends to the live disk.
-                let crashed = disk.crash_with(n, CrashMode::Random);
+                // The log writes with O_DIRECT (the default), which relies on atomic sector
+                // writes: see the power-loss sweep.
+                let crashed = disk.crash_with(n, CrashMode::RandomAtomic);
                 clean_recovery(disk.clone(), records, &what).await;
                 clean_recovery(crashed, records, &format!("{what}, then a power loss")).await;
                 runs += 1;
