@@ -456,7 +456,7 @@ impl DiskIo for RawDisk {
         };
         if bufs.len() > IOV_MAX || total > RW_MAX {
             // More than one WRITEV would be needed: the write, then the sync.
-            return self.write_then_sync(file, bufs, offset, kind).await;
+            return diskio::write_then_sync(self, file, bufs, offset, kind).await;
         }
         let path = f.access.path.clone();
         let timer = self.inner.stats.start(Op::Writev);
@@ -481,7 +481,7 @@ impl DiskIo for RawDisk {
             // A short write broke the link, so nothing was synced: finish the write and sync
             // now (rewriting the prefix is harmless: the same bytes at the same place).
             sync_timer.err();
-            return self.write_then_sync(file, bufs, offset, kind).await;
+            return diskio::write_then_sync(self, file, bufs, offset, kind).await;
         }
         if synced == -libc::ECANCELED {
             // Not expected after a full write; never report it bare: sync on its own.
@@ -555,24 +555,5 @@ impl RawDisk {
             access: FileAccess::new(Arc::clone(path), options, direct),
             registry: Arc::clone(&self.inner.slots),
         })
-    }
-
-    /// The write, then the sync, as two submissions (the provided method's way).
-    async fn write_then_sync(
-        &self,
-        file: FileId,
-        bufs: Vec<AlignedBuf>,
-        offset: u64,
-        kind: SyncKind,
-    ) -> BufResult<usize, Vec<AlignedBuf>> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let (res, bufs) = self.writev_all_at(file, bufs, offset).await;
-        if let Err(e) = res {
-            return (Err(e), bufs);
-        }
-        match self.fsync(file, kind).await {
-            Ok(()) => (Ok(total), bufs),
-            Err(e) => (Err(e), bufs),
-        }
     }
 }

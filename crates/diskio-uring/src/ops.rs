@@ -43,6 +43,52 @@ impl UringDisk {
         &self.inner.executors[file.executor].jobs
     }
 
+    /// `read_at` (`op` is [`Op::Read`]) or `write_at` (any other).
+    async fn read_or_write(
+        &self,
+        op: Op,
+        file: FileId,
+        buf: AlignedBuf,
+        offset: u64,
+    ) -> BufResult<usize> {
+        let ctx = Context::new(op)
+            .file(file)
+            .offset(offset)
+            .len(buf.len() as u64);
+        let timer = self.inner.stats.start(op);
+        let read = op == Op::Read;
+        let access = if read { Access::Read } else { Access::Write };
+        let part = (buf.as_ptr() as usize, buf.len());
+        let f = match self.prepare(file, &ctx, access, offset, std::iter::once(part)) {
+            Ok(f) => f,
+            Err(e) => {
+                timer.err();
+                return (Err(e), buf);
+            }
+        };
+        let key = f.key;
+        let job = |reply| {
+            if read {
+                Job::Read {
+                    key,
+                    buf,
+                    offset,
+                    reply,
+                }
+            } else {
+                Job::Write {
+                    key,
+                    buf,
+                    offset,
+                    reply,
+                }
+            }
+        };
+        let (res, buf) = self.call_buf(&ctx, &f, job).await;
+        timer.finish(&res, |&n| n as u64);
+        (res, buf)
+    }
+
     /// Sends `job` to `executor` and awaits `answer`. `Err(Some(job))` gives back a job the
     /// executor never took (it is gone); `Err(None)` means it took the job and died.
     ///
@@ -108,25 +154,6 @@ impl UringDisk {
                 Err(gone(ctx.clone())),
                 job.map(Job::into_buf).unwrap_or_default(),
             ),
-        }
-    }
-
-    /// The write, then the sync, as two jobs (the provided method's way).
-    async fn write_then_sync(
-        &self,
-        file: FileId,
-        bufs: Vec<AlignedBuf>,
-        offset: u64,
-        kind: SyncKind,
-    ) -> BufResult<usize, Vec<AlignedBuf>> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let (res, bufs) = self.writev_all_at(file, bufs, offset).await;
-        if let Err(e) = res {
-            return (Err(e), bufs);
-        }
-        match self.fsync(file, kind).await {
-            Ok(()) => (Ok(total), bufs),
-            Err(e) => (Err(e), bufs),
         }
     }
 }
@@ -219,55 +246,11 @@ impl DiskIo for UringDisk {
     }
 
     async fn read_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
-        let ctx = Context::new(Op::Read)
-            .file(file)
-            .offset(offset)
-            .len(buf.len() as u64);
-        let timer = self.inner.stats.start(Op::Read);
-        let part = (buf.as_ptr() as usize, buf.len());
-        let f = match self.prepare(file, &ctx, Access::Read, offset, std::iter::once(part)) {
-            Ok(f) => f,
-            Err(e) => {
-                timer.err();
-                return (Err(e), buf);
-            }
-        };
-        let key = f.key;
-        let job = |reply| Job::Read {
-            key,
-            buf,
-            offset,
-            reply,
-        };
-        let (res, buf) = self.call_buf(&ctx, &f, job).await;
-        timer.finish(&res, |&n| n as u64);
-        (res, buf)
+        self.read_or_write(Op::Read, file, buf, offset).await
     }
 
     async fn write_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
-        let ctx = Context::new(Op::Write)
-            .file(file)
-            .offset(offset)
-            .len(buf.len() as u64);
-        let timer = self.inner.stats.start(Op::Write);
-        let part = (buf.as_ptr() as usize, buf.len());
-        let f = match self.prepare(file, &ctx, Access::Write, offset, std::iter::once(part)) {
-            Ok(f) => f,
-            Err(e) => {
-                timer.err();
-                return (Err(e), buf);
-            }
-        };
-        let key = f.key;
-        let job = |reply| Job::Write {
-            key,
-            buf,
-            offset,
-            reply,
-        };
-        let (res, buf) = self.call_buf(&ctx, &f, job).await;
-        timer.finish(&res, |&n| n as u64);
-        (res, buf)
+        self.read_or_write(Op::Write, file, buf, offset).await
     }
 
     async fn writev_at(
@@ -433,7 +416,7 @@ impl DiskIo for UringDisk {
         };
         if bufs.is_empty() || bufs.len() > IOV_MAX {
             // Nothing to write, or more than one WRITEV: the write, then the sync.
-            return self.write_then_sync(file, bufs, offset, kind).await;
+            return diskio::write_then_sync(self, file, bufs, offset, kind).await;
         }
         let timer = self.inner.stats.start(Op::Writev);
         let sync_timer = self.inner.stats.start(Op::Sync);
@@ -465,7 +448,7 @@ impl DiskIo for UringDisk {
                 // harmless: the same bytes at the same place).
                 timer.finish(&Ok::<(), Error>(()), |_| n as u64);
                 sync_timer.err();
-                self.write_then_sync(file, bufs, offset, kind).await
+                diskio::write_then_sync(self, file, bufs, offset, kind).await
             }
             WriteSync::WriteFailed(e) => {
                 timer.err();

@@ -401,17 +401,32 @@ pub trait DiskIo: Send + Sync + 'static {
         offset: u64,
         kind: SyncKind,
     ) -> impl Future<Output = BufResult<usize, Vec<AlignedBuf>>> + Send {
-        async move {
-            let total: usize = bufs.iter().map(|b| b.len()).sum();
-            let (res, bufs) = self.writev_all_at(file, bufs, offset).await;
-            if let Err(e) = res {
-                return (Err(e), bufs);
-            }
-            match self.fsync(file, kind).await {
-                Ok(()) => (Ok(total), bufs),
-                Err(e) => (Err(e), bufs),
-            }
-        }
+        write_then_sync(self, file, bufs, offset, kind)
+    }
+}
+
+/// [`DiskIo::write_sync_at`] the provided way: [`writev_all_at`](DiskIo::writev_all_at), then
+/// [`fsync`](DiskIo::fsync). For backends that override `write_sync_at` and fall back to this
+/// in the cases they cannot link (too many buffers, a short linked write).
+///
+/// # Errors
+///
+/// As [`DiskIo::write_sync_at`].
+pub async fn write_then_sync<D: DiskIo + ?Sized>(
+    disk: &D,
+    file: FileId,
+    bufs: Vec<AlignedBuf>,
+    offset: u64,
+    kind: SyncKind,
+) -> BufResult<usize, Vec<AlignedBuf>> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let (res, bufs) = disk.writev_all_at(file, bufs, offset).await;
+    if let Err(e) = res {
+        return (Err(e), bufs);
+    }
+    match disk.fsync(file, kind).await {
+        Ok(()) => (Ok(total), bufs),
+        Err(e) => (Err(e), bufs),
     }
 }
 

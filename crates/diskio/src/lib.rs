@@ -36,7 +36,7 @@ mod stats;
 mod table;
 
 pub use buf::{AlignedBuf, BUF_ALIGN_MAX, BUF_BYTES_MAX};
-pub use disk::DiskIo;
+pub use disk::{DiskIo, write_then_sync};
 pub use dynamic::DynDiskIo;
 pub use error::{BadFileReason, BufResult, Context, Error, Misalignment, Op, Result, check_range};
 pub use file::{Capabilities, DirectAlignment, FileId, OpenOptions, SyncKind};

@@ -798,14 +798,16 @@ impl<D: DiskIo> Inner<D> {
         let buf = self.write_buf(&prefix, &chunks)?;
         let len: usize = chunks.iter().map(|c| c.bytes.len()).sum();
         let written = buf.len();
-        let at = offset - prefix.len() as u64;
-        let next_tail = if direct {
-            let end = prefix.len() + len;
+        let prefix_len = prefix.len();
+        let at = offset - prefix_len as u64;
+        // The new tail reuses the old one's memory.
+        let mut next_tail = prefix;
+        next_tail.clear();
+        if direct {
+            let end = prefix_len + len;
             let block_start = end - end % DIRECT_BLOCK as usize;
-            buf[block_start..end].to_vec()
-        } else {
-            Vec::new()
-        };
+            next_tail.extend_from_slice(&buf[block_start..end]);
+        }
         {
             let mut st = self.lock();
             for c in chunks {
@@ -832,7 +834,7 @@ impl<D: DiskIo> Inner<D> {
             let mut recent = self.recent_lock();
             let group = back
                 .as_ref()
-                .and_then(|b| b.get(prefix.len()..prefix.len() + len));
+                .and_then(|b| b.get(prefix_len..prefix_len + len));
             match group {
                 Some(bytes) => {
                     recent.bytes.extend_from_slice(bytes);
