@@ -20,9 +20,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use diskio::backend::{Admitted, FileAccess, OpBufs, Refused, Request, Stats, admit};
 use diskio::{
     AlignedBuf, BadFileReason, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error,
-    FileId, Op, OpenOptions, Result, Stats, StatsSnapshot, SyncKind, check_range,
+    FileId, Op, OpenOptions, Result, StatsSnapshot, SyncKind,
 };
 
 use crate::rng::Rng;
@@ -71,13 +72,6 @@ struct MemFile {
     pending: Vec<Pending>,
 }
 
-struct Handle {
-    path: Arc<Path>,
-    readable: bool,
-    writable: bool,
-    direct: bool,
-}
-
 /// What a power loss starts from: the files, the names that survive, and files that are gone
 /// from the live namespace but still have a surviving name.
 #[derive(Debug, Clone, Default)]
@@ -96,7 +90,8 @@ struct State {
     /// Directory entries become durable only by `sync_dir` (else at once).
     strict_dirs: bool,
     next_file: u64,
-    open: HashMap<u64, Handle>,
+    /// Open files: what admission checks (the path follows renames).
+    open: HashMap<u64, FileAccess>,
     next_id: u64,
     /// Operations that changed the disk (or asked for durability) so far.
     ops: u64,
@@ -357,33 +352,52 @@ impl CrashDisk {
         self.lock().img.files.get(path).map(|f| f.durable.clone())
     }
 
-    /// Runs `f` on the open file's handle and data.
+    /// Admits an operation on an open file, as every backend does ([`admit`]).
+    fn admit<B: OpBufs>(
+        &self,
+        req: Request,
+        bufs: B,
+    ) -> std::result::Result<(Admitted<FileAccess>, B), Refused<B>> {
+        admit(
+            &self.stats,
+            req,
+            bufs,
+            |ctx| self.access(req.file, ctx),
+            |a| a,
+        )
+    }
+
+    /// The open file's record.
+    fn access(&self, id: FileId, ctx: &Context) -> Result<FileAccess> {
+        let state = self.lock();
+        let raw = id.into_raw();
+        match state.open.get(&raw) {
+            Some(access) => Ok(access.clone()),
+            None => {
+                let reason = if raw != 0 && raw < state.next_id {
+                    BadFileReason::Closed
+                } else {
+                    BadFileReason::Unknown
+                };
+                Err(Error::BadFile {
+                    ctx: ctx.clone().file(id),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Runs `f` on the data of the file at `path` (an admitted file's).
     fn with_file<T>(
         &self,
-        id: FileId,
+        path: &Path,
         ctx: &Context,
-        f: impl FnOnce(&Handle, &mut MemFile) -> Result<T>,
+        f: impl FnOnce(&mut MemFile) -> Result<T>,
     ) -> Result<T> {
         let mut state = self.lock();
-        let state = &mut *state;
-        let raw = id.into_raw();
-        let Some(handle) = state.open.get(&raw) else {
-            let reason = if raw != 0 && raw < state.next_id {
-                BadFileReason::Closed
-            } else {
-                BadFileReason::Unknown
-            };
-            return Err(Error::BadFile {
-                ctx: ctx.clone().file(id),
-                reason,
-            });
-        };
-        match state.img.files.get_mut(&*handle.path) {
-            Some(file) => f(handle, file),
-            None => Err(Error::from_errno(
-                ctx.clone().path(handle.path.clone()),
-                libc::ENOENT,
-            )),
+        match state.img.files.get_mut(path) {
+            Some(file) => f(file),
+            None => Err(Error::from_errno(ctx.clone().path(path), libc::ENOENT)),
         }
     }
 }
@@ -439,13 +453,6 @@ fn write_into(image: &mut Vec<u8>, offset: u64, data: &[u8]) {
     image[start..end].copy_from_slice(data);
 }
 
-fn not_permitted(ctx: &Context, handle: &Handle) -> Error {
-    Error::BadFile {
-        ctx: ctx.clone().path(handle.path.clone()),
-        reason: BadFileReason::NotPermitted,
-    }
-}
-
 /// In-memory files are capped at 1 GiB: a model for tests, not a RAM disk.
 const FILE_BYTES_MAX: u64 = 1 << 30;
 
@@ -457,37 +464,52 @@ fn check_size(ctx: &Context, end: u64) -> Result<()> {
 }
 
 impl CrashDisk {
-    fn write_parts(
+    /// `write_at` and `writev_at`: the buffers back to back at `offset`, pending until a sync.
+    fn write_bufs<B: OpBufs + AsParts>(
         &self,
         op: Op,
         file: FileId,
-        parts: &[&[u8]],
-        addrs: &[usize],
+        bufs: B,
         offset: u64,
-    ) -> Result<usize> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        let ctx = Context::new(op).file(file).offset(offset).len(len as u64);
-        check_range(&ctx, offset, len as u64)?;
-        check_size(&ctx, offset + len as u64)?;
-        self.with_file(file, &ctx, |handle, f| {
-            if !handle.writable {
-                return Err(not_permitted(&ctx, handle));
-            }
-            if handle.direct {
-                let mut at = offset;
-                for (p, &addr) in parts.iter().zip(addrs) {
-                    DIRECT.check(&ctx, addr, at, p.len())?;
-                    at += p.len() as u64;
+    ) -> BufResult<usize, B> {
+        let (op, bufs) = match self.admit(Request::at(op, file, offset), bufs) {
+            Ok(admitted) => admitted,
+            Err((e, bufs)) => return (Err(e), bufs),
+        };
+        let len = op.ctx.len.unwrap_or(0);
+        let res = check_size(&op.ctx, offset + len).and_then(|()| {
+            self.with_file(&op.file.path, &op.ctx, |f| {
+                let data: Vec<u8> = bufs.as_parts().concat();
+                if data.is_empty() {
+                    return Ok(0);
                 }
-            }
-            let data: Vec<u8> = parts.concat();
-            if data.is_empty() {
-                return Ok(0);
-            }
-            write_into(&mut f.live, offset, &data);
-            f.pending.push(Pending::Write { offset, data });
-            Ok(len)
-        })
+                write_into(&mut f.live, offset, &data);
+                f.pending.push(Pending::Write { offset, data });
+                Ok(len as usize)
+            })
+        });
+        op.timer.finish(&res, |&n| n as u64);
+        if res.is_ok() {
+            self.tick();
+        }
+        (res, bufs)
+    }
+}
+
+/// The bytes of a write's buffers, in order.
+trait AsParts {
+    fn as_parts(&self) -> Vec<&[u8]>;
+}
+
+impl AsParts for AlignedBuf {
+    fn as_parts(&self) -> Vec<&[u8]> {
+        vec![&self[..]]
+    }
+}
+
+impl AsParts for Vec<AlignedBuf> {
+    fn as_parts(&self) -> Vec<&[u8]> {
+        self.iter().map(|b| &b[..]).collect()
     }
 }
 
@@ -552,15 +574,9 @@ impl DiskIo for CrashDisk {
             }
             let id = state.next_id;
             state.next_id += 1;
-            state.open.insert(
-                id,
-                Handle {
-                    path: Arc::from(path),
-                    readable: options.is_read(),
-                    writable: options.is_write(),
-                    direct: options.is_direct(),
-                },
-            );
+            state
+                .open
+                .insert(id, FileAccess::new(Arc::from(path), options, DIRECT));
             Ok((FileId::from_raw(id), changed))
         })();
         let res = res.map(|(id, changed)| {
@@ -574,50 +590,36 @@ impl DiskIo for CrashDisk {
     }
 
     async fn close(&self, file: FileId) -> Result<()> {
+        let timer = self.stats.start(Op::Close);
         let ctx = Context::new(Op::Close);
-        let res = self.with_file(file, &ctx, |_, _| Ok(())).map(|()| {
+        let res = self.access(file, &ctx).map(|_| {
             self.lock().open.remove(&file.into_raw());
         });
-        self.stats.start(Op::Close).finish(&res, |_| 0);
+        timer.finish(&res, |_| 0);
         res
     }
 
-    async fn read_at(&self, file: FileId, mut buf: AlignedBuf, offset: u64) -> BufResult<usize> {
-        let timer = self.stats.start(Op::Read);
-        let ctx = Context::new(Op::Read)
-            .file(file)
-            .offset(offset)
-            .len(buf.len() as u64);
-        let res = check_range(&ctx, offset, buf.len() as u64).and_then(|()| {
-            self.with_file(file, &ctx, |handle, f| {
-                if !handle.readable {
-                    return Err(not_permitted(&ctx, handle));
-                }
-                if handle.direct {
-                    DIRECT.check(&ctx, buf.as_ptr() as usize, offset, buf.len())?;
-                }
-                let start = (offset as usize).min(f.live.len());
-                let end = (offset as usize)
-                    .saturating_add(buf.len())
-                    .min(f.live.len());
-                let n = end - start;
-                buf[..n].copy_from_slice(&f.live[start..end]);
-                buf.truncate(n);
-                Ok(n)
-            })
+    async fn read_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
+        let (op, mut buf) = match self.admit(Request::at(Op::Read, file, offset), buf) {
+            Ok(admitted) => admitted,
+            Err((e, buf)) => return (Err(e), buf),
+        };
+        let res = self.with_file(&op.file.path, &op.ctx, |f| {
+            let start = (offset as usize).min(f.live.len());
+            let end = (offset as usize)
+                .saturating_add(buf.len())
+                .min(f.live.len());
+            let n = end - start;
+            buf[..n].copy_from_slice(&f.live[start..end]);
+            buf.truncate(n);
+            Ok(n)
         });
-        timer.finish(&res, |&n| n as u64);
+        op.timer.finish(&res, |&n| n as u64);
         (res, buf)
     }
 
     async fn write_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
-        let timer = self.stats.start(Op::Write);
-        let res = self.write_parts(Op::Write, file, &[&buf], &[buf.as_ptr() as usize], offset);
-        timer.finish(&res, |&n| n as u64);
-        if res.is_ok() {
-            self.tick();
-        }
-        (res, buf)
+        self.write_bufs(Op::Write, file, buf, offset)
     }
 
     async fn writev_at(
@@ -626,26 +628,19 @@ impl DiskIo for CrashDisk {
         bufs: Vec<AlignedBuf>,
         offset: u64,
     ) -> BufResult<usize, Vec<AlignedBuf>> {
-        let timer = self.stats.start(Op::Writev);
-        let parts: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
-        let addrs: Vec<usize> = bufs.iter().map(|b| b.as_ptr() as usize).collect();
-        let res = self.write_parts(Op::Writev, file, &parts, &addrs, offset);
-        drop(parts);
-        timer.finish(&res, |&n| n as u64);
-        if res.is_ok() {
-            self.tick();
-        }
-        (res, bufs)
+        self.write_bufs(Op::Writev, file, bufs, offset)
     }
 
     async fn fsync(&self, file: FileId, _kind: SyncKind) -> Result<()> {
-        let timer = self.stats.start(Op::Sync);
-        let res = self.with_file(file, &Context::new(Op::Sync), |_, f| {
+        let (op, ()) = self
+            .admit(Request::new(Op::Sync, file), ())
+            .map_err(|(e, ())| e)?;
+        let res = self.with_file(&op.file.path, &op.ctx, |f| {
             f.durable.clone_from(&f.live);
             f.pending.clear();
             Ok(())
         });
-        timer.finish(&res, |_| 0);
+        op.timer.finish(&res, |_| 0);
         if res.is_ok() {
             self.tick();
         }
@@ -653,27 +648,19 @@ impl DiskIo for CrashDisk {
     }
 
     async fn preallocate(&self, file: FileId, offset: u64, len: u64) -> Result<()> {
-        let timer = self.stats.start(Op::Preallocate);
-        let ctx = Context::new(Op::Preallocate)
-            .file(file)
-            .offset(offset)
-            .len(len);
-        let res = check_range(&ctx, offset, len)
-            .and_then(|()| check_size(&ctx, offset + len))
-            .and_then(|()| {
-                self.with_file(file, &ctx, |handle, f| {
-                    if !handle.writable {
-                        return Err(not_permitted(&ctx, handle));
-                    }
-                    let end = offset + len;
-                    if len > 0 && end > f.live.len() as u64 {
-                        f.live.resize(end as usize, 0);
-                        f.pending.push(Pending::SetLen(end));
-                    }
-                    Ok(())
-                })
-            });
-        timer.finish(&res, |_| 0);
+        let req = Request::at(Op::Preallocate, file, offset).len(len);
+        let (op, ()) = self.admit(req, ()).map_err(|(e, ())| e)?;
+        let res = check_size(&op.ctx, offset + len).and_then(|()| {
+            self.with_file(&op.file.path, &op.ctx, |f| {
+                let end = offset + len;
+                if len > 0 && end > f.live.len() as u64 {
+                    f.live.resize(end as usize, 0);
+                    f.pending.push(Pending::SetLen(end));
+                }
+                Ok(())
+            })
+        });
+        op.timer.finish(&res, |_| 0);
         if res.is_ok() {
             self.tick();
         }
@@ -681,21 +668,16 @@ impl DiskIo for CrashDisk {
     }
 
     async fn set_len(&self, file: FileId, len: u64) -> Result<()> {
-        let timer = self.stats.start(Op::SetLen);
-        let ctx = Context::new(Op::SetLen).file(file).len(len);
-        let res = check_range(&ctx, len, 0)
-            .and_then(|()| check_size(&ctx, len))
-            .and_then(|()| {
-                self.with_file(file, &ctx, |handle, f| {
-                    if !handle.writable {
-                        return Err(not_permitted(&ctx, handle));
-                    }
-                    f.live.resize(len as usize, 0);
-                    f.pending.push(Pending::SetLen(len));
-                    Ok(())
-                })
-            });
-        timer.finish(&res, |_| 0);
+        let req = Request::new(Op::SetLen, file).len(len);
+        let (op, ()) = self.admit(req, ()).map_err(|(e, ())| e)?;
+        let res = check_size(&op.ctx, len).and_then(|()| {
+            self.with_file(&op.file.path, &op.ctx, |f| {
+                f.live.resize(len as usize, 0);
+                f.pending.push(Pending::SetLen(len));
+                Ok(())
+            })
+        });
+        op.timer.finish(&res, |_| 0);
         if res.is_ok() {
             self.tick();
         }
@@ -703,18 +685,16 @@ impl DiskIo for CrashDisk {
     }
 
     async fn file_len(&self, file: FileId) -> Result<u64> {
-        let timer = self.stats.start(Op::FileLen);
-        let res = self.with_file(file, &Context::new(Op::FileLen), |_, f| {
-            Ok(f.live.len() as u64)
-        });
-        timer.finish(&res, |_| 0);
+        let (op, ()) = self
+            .admit(Request::new(Op::FileLen, file), ())
+            .map_err(|(e, ())| e)?;
+        let res = self.with_file(&op.file.path, &op.ctx, |f| Ok(f.live.len() as u64));
+        op.timer.finish(&res, |_| 0);
         res
     }
 
     fn direct_alignment(&self, file: FileId) -> Result<Option<DirectAlignment>> {
-        self.with_file(file, &Context::new(Op::FileLen), |h, _| {
-            Ok(h.direct.then_some(DIRECT))
-        })
+        Ok(self.access(file, &Context::new(Op::FileLen))?.direct)
     }
 
     fn stats(&self) -> StatsSnapshot {
@@ -778,9 +758,9 @@ impl DiskIo for CrashDisk {
         state.entries_changed(to);
         // Open handles follow the file, as descriptors do.
         let to: Arc<Path> = Arc::from(to);
-        for handle in state.open.values_mut() {
-            if *handle.path == *from {
-                handle.path = Arc::clone(&to);
+        for access in state.open.values_mut() {
+            if *access.path == *from {
+                access.path = Arc::clone(&to);
             }
         }
         drop(state);

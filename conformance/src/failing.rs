@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use diskio::backend::{OpBufs, Refused, Request};
 use diskio::{
     AlignedBuf, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error, FileId, Op,
     OpenOptions, Result, StatsSnapshot, SyncKind,
@@ -159,6 +160,25 @@ impl<D: DiskIo> FailingDisk<D> {
         self.inner
     }
 
+    /// This disk's admission step: the request refused with the injected error, the buffers
+    /// handed back (the wrapped backend admits what passes, as every backend does).
+    fn admit<B: OpBufs>(
+        &self,
+        kind: Kind,
+        req: Request,
+        bufs: B,
+    ) -> std::result::Result<B, Refused<B>> {
+        match self.fault(kind, || req.context(&bufs)) {
+            Some(e) => Err((e, bufs)),
+            None => Ok(bufs),
+        }
+    }
+
+    /// [`admit`](Self::admit) for an operation without buffers.
+    fn admit_plain(&self, kind: Kind, req: Request) -> Result<()> {
+        self.admit(kind, req, ()).map_err(|(e, ())| e)
+    }
+
     /// The error to inject for this operation, if any.
     fn fault(&self, kind: Kind, ctx: impl FnOnce() -> Context) -> Option<Error> {
         let guard = self.plan.lock().unwrap_or_else(PoisonError::into_inner);
@@ -216,16 +236,10 @@ impl<D: DiskIo> DiskIo for FailingDisk<D> {
         self.inner.read_at(file, buf, offset).await
     }
     async fn write_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
-        let ctx = || {
-            Context::new(Op::Write)
-                .file(file)
-                .offset(offset)
-                .len(buf.len() as u64)
-        };
-        if let Some(e) = self.fault(Kind::Write, ctx) {
-            return (Err(e), buf);
+        match self.admit(Kind::Write, Request::at(Op::Write, file, offset), buf) {
+            Ok(buf) => self.inner.write_at(file, buf, offset).await,
+            Err((e, buf)) => (Err(e), buf),
         }
-        self.inner.write_at(file, buf, offset).await
     }
     async fn writev_at(
         &self,
@@ -233,40 +247,22 @@ impl<D: DiskIo> DiskIo for FailingDisk<D> {
         bufs: Vec<AlignedBuf>,
         offset: u64,
     ) -> BufResult<usize, Vec<AlignedBuf>> {
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
-        let ctx = || {
-            Context::new(Op::Writev)
-                .file(file)
-                .offset(offset)
-                .len(len as u64)
-        };
-        if let Some(e) = self.fault(Kind::Write, ctx) {
-            return (Err(e), bufs);
+        match self.admit(Kind::Write, Request::at(Op::Writev, file, offset), bufs) {
+            Ok(bufs) => self.inner.writev_at(file, bufs, offset).await,
+            Err((e, bufs)) => (Err(e), bufs),
         }
-        self.inner.writev_at(file, bufs, offset).await
     }
     async fn fsync(&self, file: FileId, kind: SyncKind) -> Result<()> {
-        if let Some(e) = self.fault(Kind::Sync, || Context::new(Op::Sync).file(file)) {
-            return Err(e);
-        }
+        self.admit_plain(Kind::Sync, Request::new(Op::Sync, file))?;
         self.inner.fsync(file, kind).await
     }
     async fn preallocate(&self, file: FileId, offset: u64, len: u64) -> Result<()> {
-        let ctx = || {
-            Context::new(Op::Preallocate)
-                .file(file)
-                .offset(offset)
-                .len(len)
-        };
-        if let Some(e) = self.fault(Kind::Meta, ctx) {
-            return Err(e);
-        }
+        let req = Request::at(Op::Preallocate, file, offset).len(len);
+        self.admit_plain(Kind::Meta, req)?;
         self.inner.preallocate(file, offset, len).await
     }
     async fn set_len(&self, file: FileId, len: u64) -> Result<()> {
-        if let Some(e) = self.fault(Kind::Meta, || Context::new(Op::SetLen).file(file).len(len)) {
-            return Err(e);
-        }
+        self.admit_plain(Kind::Meta, Request::new(Op::SetLen, file).len(len))?;
         self.inner.set_len(file, len).await
     }
     async fn file_len(&self, file: FileId) -> Result<u64> {

@@ -42,6 +42,8 @@
 //! Scratch files go to `$DISKIO_TEST_DIR` (default: the system temporary directory). Set
 //! `DISKIO_PROPTEST_CASES` for more model cases and `DISKIO_SEED` to replay a seeded scenario.
 
+#![forbid(unsafe_code)]
+
 pub mod crash;
 pub mod failing;
 pub mod harness;

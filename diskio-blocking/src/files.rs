@@ -1,8 +1,11 @@
-//! Open files: the descriptor and what the core's checks need.
+//! Open files: the descriptor and what admission checks.
 
 use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
 
-use diskio::{DirectAlignment, FileAccess};
+use diskio::backend::{FileAccess, direct_alignment};
+use diskio::{Context, DirectAlignment, Error, OpenOptions, Result};
 
 /// An open file. Operations hold an `Arc` to it, so closing the file while operations are in
 /// flight keeps the descriptor open until the last of them finishes.
@@ -11,49 +14,39 @@ pub(crate) struct OpenFile {
     pub(crate) access: FileAccess,
 }
 
-/// The `O_DIRECT` alignment of an open file: `statx(STATX_DIOALIGN)` where the kernel reports it
-/// (Linux 6.1+ on ext4, xfs, btrfs, ...), else 4096 for both, which every device accepts.
-pub fn direct_alignment(file: &File) -> DirectAlignment {
-    const FALLBACK: DirectAlignment = DirectAlignment {
-        memory: 4096,
-        offset: 4096,
-    };
-    dio_align_from_statx(file).unwrap_or(FALLBACK)
+impl AsRef<FileAccess> for OpenFile {
+    fn as_ref(&self) -> &FileAccess {
+        &self.access
+    }
 }
 
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)] // statx: the kernel fills a struct we own
-fn dio_align_from_statx(file: &File) -> Option<DirectAlignment> {
-    use std::os::fd::AsRawFd;
-    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: the descriptor is open for the duration of the call, the path is a valid empty C
-    // string (AT_EMPTY_PATH: the descriptor itself is examined) and `stx` points to writable
-    // memory of the size the kernel expects.
-    let rc = unsafe {
-        libc::statx(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_DIOALIGN,
-            stx.as_mut_ptr(),
-        )
+impl OpenFile {
+    /// The context `ctx` with this file's path, for an error from the OS.
+    pub(crate) fn err(&self, ctx: Context, e: std::io::Error) -> Error {
+        Error::io(ctx.path(self.access.path.clone()), e)
+    }
+
+    /// As [`err`](Self::err), from an errno.
+    pub(crate) fn errno(&self, ctx: Context, errno: i32) -> Error {
+        Error::from_errno(ctx.path(self.access.path.clone()), errno)
+    }
+}
+
+/// Opens `path` on a worker thread; refuses directories.
+pub(crate) fn open_file(path: &Arc<Path>, options: &OpenOptions, ctx: Context) -> Result<OpenFile> {
+    let fail = |e| Error::io(ctx.clone(), e);
+    let file = options.to_std().open(path).map_err(fail)?;
+    let meta = file.metadata().map_err(fail)?;
+    if meta.is_dir() {
+        return Err(Error::from_errno(ctx, libc::EISDIR));
+    }
+    let direct = if options.is_direct() {
+        direct_alignment(&file)
+    } else {
+        DirectAlignment::NONE
     };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: `statx` succeeded and filled the struct; it was zero-initialised before, and all
-    // of its fields are plain integers for which every bit pattern (zero included) is valid.
-    let stx = unsafe { stx.assume_init() };
-    if stx.stx_mask & libc::STATX_DIOALIGN == 0 || stx.stx_dio_offset_align == 0 {
-        return None;
-    }
-    Some(DirectAlignment {
-        memory: stx.stx_dio_mem_align.max(1),
-        offset: stx.stx_dio_offset_align,
+    Ok(OpenFile {
+        file,
+        access: FileAccess::new(Arc::clone(path), options, direct),
     })
-}
-
-#[cfg(not(target_os = "linux"))]
-fn dio_align_from_statx(_file: &File) -> Option<DirectAlignment> {
-    None
 }

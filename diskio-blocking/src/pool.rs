@@ -2,7 +2,7 @@
 //!
 //! Callers first take a slot ([`Pool::slot`], an async wait on a fair semaphore: this is the
 //! backpressure), then hand the job over; the job keeps its slot until it has run. So jobs queued
-//! plus jobs running never exceed `queue_max`, and callers beyond that wait in FIFO order.
+//! plus jobs running never exceed `in_flight_max`, and callers beyond that wait in FIFO order.
 //!
 //! At low queue depth, wake-ups dominate: a futex wake of a sleeping worker, then of the parked
 //! runtime thread, each cost more than a `pread` from the page cache. So one idle worker at a
@@ -22,7 +22,7 @@ type Job = Box<dyn FnOnce() + Send>;
 pub(crate) struct Pool {
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
-    queue_max: usize,
+    in_flight_max: usize,
     /// How long a caller that is alone in the queue polls for its result before sleeping.
     caller_spin: Duration,
     threads: Vec<JoinHandle<()>>,
@@ -60,13 +60,13 @@ pub(crate) struct Slot<'a> {
 impl Pool {
     pub(crate) fn new(
         threads: usize,
-        queue_max: usize,
+        in_flight_max: usize,
         spin: Duration,
         name: &str,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                jobs: VecDeque::with_capacity(queue_max.min(4096)),
+                jobs: VecDeque::with_capacity(in_flight_max.min(4096)),
                 sleeping: 0,
                 shutdown: false,
             }),
@@ -78,8 +78,8 @@ impl Pool {
         });
         let mut pool = Self {
             shared,
-            slots: Arc::new(Semaphore::new(queue_max)),
-            queue_max,
+            slots: Arc::new(Semaphore::new(in_flight_max)),
+            in_flight_max,
             caller_spin: spin,
             threads: Vec::with_capacity(threads),
         };
@@ -115,7 +115,7 @@ impl Slot<'_> {
         let permit = self.permit;
         // Alone in the queue (queue depth 1): the result usually comes back within a few
         // microseconds, sooner than a parked runtime thread could be woken. Poll for it briefly.
-        let alone = self.pool.slots.available_permits() + 1 == self.pool.queue_max;
+        let alone = self.pool.slots.available_permits() + 1 == self.pool.in_flight_max;
         let job: Job = Box::new(move || {
             let out = job();
             drop(permit);

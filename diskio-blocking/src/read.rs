@@ -3,7 +3,7 @@
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use diskio::{AlignedBuf, BufResult, Context, Error};
+use diskio::{AlignedBuf, BufResult, Context};
 
 use crate::files::OpenFile;
 
@@ -21,7 +21,7 @@ pub(crate) fn read_at(
                 return (Ok(n), buf);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return (Err(Error::io(ctx.path(file.access.path.clone()), e)), buf),
+            Err(e) => return (Err(file.err(ctx, e)), buf),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `fdatasync`/`fsync`, `fallocate`, `ftruncate` and `fstat` on a worker thread.
 
-use diskio::{Context, Error, Result, SyncKind};
+use diskio::{Context, Result, SyncKind};
 use nix::fcntl::{FallocateFlags, fallocate};
 
 use crate::files::OpenFile;
@@ -10,7 +10,7 @@ pub(crate) fn fsync(file: &OpenFile, kind: SyncKind, ctx: Context) -> Result<()>
         SyncKind::Data => file.file.sync_data(),
         SyncKind::All => file.file.sync_all(),
     };
-    res.map_err(|e| Error::io(ctx.path(file.access.path.clone()), e))
+    res.map_err(|e| file.err(ctx, e))
 }
 
 pub(crate) fn preallocate(file: &OpenFile, offset: u64, len: u64, ctx: Context) -> Result<()> {
@@ -27,24 +27,19 @@ pub(crate) fn preallocate(file: &OpenFile, offset: u64, len: u64, ctx: Context) 
             Ok(()) => return Ok(()),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(errno) => {
-                return Err(Error::from_errno(
-                    ctx.path(file.access.path.clone()),
-                    errno as i32,
-                ));
+                return Err(file.errno(ctx, errno as i32));
             }
         }
     }
 }
 
 pub(crate) fn set_len(file: &OpenFile, len: u64, ctx: Context) -> Result<()> {
-    file.file
-        .set_len(len)
-        .map_err(|e| Error::io(ctx.path(file.access.path.clone()), e))
+    file.file.set_len(len).map_err(|e| file.err(ctx, e))
 }
 
 pub(crate) fn file_len(file: &OpenFile, ctx: Context) -> Result<u64> {
     file.file
         .metadata()
         .map(|m| m.len())
-        .map_err(|e| Error::io(ctx.path(file.access.path.clone()), e))
+        .map_err(|e| file.err(ctx, e))
 }

@@ -3,12 +3,10 @@
 use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 
-use diskio::{AlignedBuf, BufResult, Context, Error};
+use diskio::backend::IOV_MAX;
+use diskio::{AlignedBuf, BufResult, Context};
 
 use crate::files::OpenFile;
-
-/// Most buffers one `pwritev` accepts on Linux (`UIO_MAXIOV`); longer lists are split.
-pub const IOV_MAX: usize = 1024;
 
 pub(crate) fn write_at(
     file: &OpenFile,
@@ -20,7 +18,7 @@ pub(crate) fn write_at(
         match file.file.write_at(&buf, offset) {
             Ok(n) => return (Ok(n), buf),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return (Err(Error::io(ctx.path(file.access.path.clone()), e)), buf),
+            Err(e) => return (Err(file.err(ctx, e)), buf),
         }
     }
 }
@@ -43,7 +41,7 @@ pub(crate) fn writev_at(
                 Ok(n) => break n,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(errno) if written == 0 => {
-                    let err = Error::from_errno(ctx.path(file.access.path.clone()), errno as i32);
+                    let err = file.errno(ctx, errno as i32);
                     drop(slices);
                     return (Err(err), bufs);
                 }
@@ -84,11 +82,11 @@ pub(crate) fn writev_all_then_sync(
             {
                 Ok(0) => {
                     let e = io::Error::new(io::ErrorKind::WriteZero, "the file took no more bytes");
-                    return (Err(Error::io(ctx.path(file.access.path.clone()), e)), bufs);
+                    return (Err(file.err(ctx, e)), bufs);
                 }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(Error::io(ctx.path(file.access.path.clone()), e)), bufs),
+                Err(e) => return (Err(file.err(ctx, e)), bufs),
             }
         }
         start = end;

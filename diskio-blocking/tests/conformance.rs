@@ -23,7 +23,7 @@ mod small_pool {
     conformance::suite!(diskio_blocking::BlockingDisk::new(
         diskio_blocking::BlockingOptions::new()
             .threads(1)
-            .queue_max(2)
+            .in_flight_max(2)
             .spin(std::time::Duration::ZERO)
     ));
 }

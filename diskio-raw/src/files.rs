@@ -4,7 +4,8 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use diskio::FileAccess;
+use diskio::backend::FileAccess;
+use diskio::{Context, Error};
 
 use crate::ring::Ring;
 
@@ -21,6 +22,22 @@ pub(crate) struct OpenFile {
 impl OpenFile {
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
+    }
+
+    /// The context `ctx` with this file's path, for an error from the OS.
+    pub(crate) fn err(&self, ctx: Context, e: std::io::Error) -> Error {
+        Error::io(ctx.path(self.access.path.clone()), e)
+    }
+
+    /// As [`err`](Self::err), from an errno.
+    pub(crate) fn errno(&self, ctx: Context, errno: i32) -> Error {
+        Error::from_errno(ctx.path(self.access.path.clone()), errno)
+    }
+}
+
+impl AsRef<FileAccess> for OpenFile {
+    fn as_ref(&self) -> &FileAccess {
+        &self.access
     }
 }
 

@@ -92,25 +92,28 @@
 //! # Ok::<(), diskio::Error>(())
 //! ```
 
+#![deny(unsafe_code)]
+
 mod files;
+#[allow(unsafe_code)] // hands SQEs (and the memory they name) to the kernel
 mod ops;
+mod options;
+#[allow(unsafe_code)] // the ring: submission and completion queues shared with the kernel
 mod ring;
+#[allow(unsafe_code)] // registers pinned buffer memory with the kernel
 mod setup;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use diskio::{AlignedBuf, BufPool, Context, Error, FileTable, Op, Result, Stats};
+use diskio::backend::{FileTable, Stats};
+use diskio::{AlignedBuf, BufPool, Context, Error, Op, Result};
 
 use crate::files::{FileSlots, OpenFile};
+pub use crate::options::{ENTRIES_MAX, IN_FLIGHT_MAX, RawOptions};
 use crate::ring::Ring;
-pub use crate::setup::{
-    DISABLE_ENV, ENTRIES_MAX, IN_FLIGHT_MAX, RawOptions, Setup, explain_setup_error,
-};
-
-/// Most buffers one `writev_at` submits (the kernel's `UIO_MAXIOV`); more make a short write,
-/// which `writev_all_at` completes.
-pub const IOV_MAX: usize = 1024;
+pub use crate::setup::{DISABLE_ENV, Setup};
+pub use diskio_blocking::AutoDisk;
 
 /// The io_uring backend. Cheap to clone: clones share the ring, its thread, files and stats.
 #[derive(Clone)]
@@ -172,15 +175,15 @@ impl RawDisk {
         let built = setup::build(&options)?;
         let ring = Arc::new(Ring::new(
             built.uring,
-            options.in_flight_max_value(),
-            options.spin_value(),
-            options.lone_wait_value(),
+            options.in_flight_max,
+            options.spin,
+            options.lone_wait,
         ));
         let (fixed, setup) = setup::register(&ring, &options, built.setup);
         let slots = Arc::new(FileSlots::new(Arc::clone(&ring), setup.registered_files));
         let reaper_ring = Arc::clone(&ring);
         let reaper = std::thread::Builder::new()
-            .name(options.thread_name_value().to_owned())
+            .name(options.thread_name.clone())
             .spawn(move || reaper_ring.reap_until_shutdown())
             .map_err(|e| Error::io(Context::new(Op::Setup), e))?;
         Ok(Self {
@@ -190,7 +193,7 @@ impl RawDisk {
                 slots,
                 fixed,
                 stats: Stats::new(),
-                alignment: options.alignment_value(),
+                alignment: options.alignment,
                 setup,
                 reaper: Some(reaper),
             }),
@@ -248,43 +251,13 @@ impl Drop for Inner {
     }
 }
 
-/// A backend chosen at run time: what [`auto`] picked, and why.
-pub struct AutoDisk {
-    /// The backend, through the object-safe form.
-    pub disk: Arc<dyn diskio::DynDiskIo>,
-    /// Why io_uring was not used (`None` when `disk` is the raw backend).
-    pub fallback_reason: Option<String>,
-}
-
-impl std::fmt::Debug for AutoDisk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AutoDisk")
-            .field("backend", &self.disk.name())
-            .field("fallback_reason", &self.fallback_reason)
-            .finish()
-    }
-}
-
 /// The raw backend if io_uring works here, else the blocking backend, with the reason logged
-/// (`tracing` warning) and returned. Only [`Error::Unsupported`] falls back: bad options are
-/// still an error.
+/// (`tracing` warning) and returned: [`diskio_blocking::fallback`] with this backend. Only
+/// [`Error::Unsupported`] falls back: bad options are still an error.
 ///
 /// # Errors
 ///
 /// [`Error::InvalidInput`] for bad options; errors of the blocking backend's construction.
 pub fn auto(raw: RawOptions, blocking: diskio_blocking::BlockingOptions) -> Result<AutoDisk> {
-    match RawDisk::new(raw) {
-        Ok(disk) => Ok(AutoDisk {
-            disk: Arc::new(disk),
-            fallback_reason: None,
-        }),
-        Err(Error::Unsupported { reason }) => {
-            tracing::warn!("diskio: io_uring unavailable, using the blocking backend: {reason}");
-            Ok(AutoDisk {
-                disk: Arc::new(diskio_blocking::BlockingDisk::new(blocking)?),
-                fallback_reason: Some(reason),
-            })
-        }
-        Err(e) => Err(e),
-    }
+    diskio_blocking::fallback(RawDisk::new(raw), blocking)
 }

@@ -7,18 +7,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use diskio::backend::{
+    FileAccess, IOV_MAX, Linked, RW_MAX, Request, direct_alignment, finish_linked, write_then_sync,
+};
 use diskio::{
-    Access, AlignedBuf, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error,
-    FileAccess, FileId, Op, OpenOptions, Result, StatsSnapshot, SyncKind, check_range,
+    AlignedBuf, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error, FileId, Op,
+    OpenOptions, Result, StatsSnapshot, SyncKind,
 };
 use io_uring::{opcode, squeue, types};
 
+use crate::RawDisk;
 use crate::files::OpenFile;
 use crate::ring::{Done, IoVecs, Keep, Lone};
-use crate::{IOV_MAX, RawDisk};
-
-/// Most bytes one read or write moves (the kernel's `MAX_RW_COUNT`); larger requests are short.
-const RW_MAX: usize = 0x7fff_f000;
 
 /// Builds an SQE on the file's registered slot when it has one, else on its descriptor.
 macro_rules! on_file {
@@ -34,10 +34,6 @@ macro_rules! on_file {
             }
         }
     };
-}
-
-fn os_error(ctx: Context, file: &OpenFile, res: i32) -> Error {
-    Error::from_errno(ctx.path(file.access.path.clone()), -res)
 }
 
 impl Keep {
@@ -57,22 +53,71 @@ impl Keep {
 }
 
 impl RawDisk {
-    fn prepare(
-        &self,
-        id: FileId,
-        ctx: &Context,
-        access: Access,
-        offset: u64,
-        parts: impl Iterator<Item = (usize, usize)> + Clone,
-    ) -> Result<Arc<OpenFile>> {
-        let file = self.inner.files.get(id, || ctx.clone())?;
-        file.access.check(ctx, access, offset, parts)?;
-        Ok(file)
-    }
-
     fn fixed_index(&self, buf: &AlignedBuf) -> Option<u16> {
         let pool = self.inner.fixed.as_ref()?;
         pool.pinned_index(buf).and_then(|i| u16::try_from(i).ok())
+    }
+
+    /// `read_at` (`op` is [`Op::Read`]) or `write_at` (`op` is [`Op::Write`]): one SQE on the
+    /// buffer, `READ_FIXED`/`WRITE_FIXED` when it is one of the registered buffers.
+    async fn read_or_write(
+        &self,
+        op: Op,
+        file: FileId,
+        buf: AlignedBuf,
+        offset: u64,
+    ) -> BufResult<usize> {
+        let req = Request::at(op, file, offset);
+        let (admitted, mut buf) = match self.inner.files.admit(&self.inner.stats, req, buf) {
+            Ok(admitted) => admitted,
+            Err((e, buf)) => return (Err(e), buf),
+        };
+        let (f, ctx, timer) = (admitted.file, admitted.ctx, admitted.timer);
+        let len = buf.len().min(RW_MAX) as u32;
+        let read = op == Op::Read;
+        let ptr = buf.as_mut_ptr();
+        let sqe = match (self.fixed_index(&buf), read) {
+            (Some(index), true) => on_file!(f, |t| opcode::ReadFixed::new(t, ptr, len, index)
+                .offset(offset)
+                .build()),
+            (Some(index), false) => on_file!(f, |t| opcode::WriteFixed::new(t, ptr, len, index)
+                .offset(offset)
+                .build()),
+            (None, true) => on_file!(f, |t| opcode::Read::new(t, ptr, len).offset(offset).build()),
+            (None, false) => on_file!(f, |t| opcode::Write::new(t, ptr, len)
+                .offset(offset)
+                .build()),
+        };
+        let mut sqes = [sqe];
+        // SAFETY: the SQE points at `len <= buf.len()` bytes of `buf`, which the slot keeps
+        // until the completion (a write only reads them); a fixed index is one of the
+        // registered pinned buffers and `buf` lies within it; the file slot belongs to the kept
+        // file.
+        let out = unsafe {
+            self.inner
+                .ring
+                .run(&mut sqes, Keep::Buf(buf, f), Lone::Spin)
+        }
+        .await;
+        let (res, buf) = match out {
+            Ok(Done { results, keep }) => {
+                let Keep::Buf(mut buf, f) = keep else {
+                    return (Err(Error::Shutdown { ctx }), AlignedBuf::empty());
+                };
+                let res = results[0];
+                if res < 0 {
+                    (Err(f.errno(ctx, -res)), buf)
+                } else {
+                    if read {
+                        buf.truncate(res as usize);
+                    }
+                    (Ok(res as usize), buf)
+                }
+            }
+            Err((e, keep)) => (Err(shutdown_or_io(ctx, e)), keep.into_buf()),
+        };
+        timer.finish(&res, |&n| n as u64);
+        (res, buf)
     }
 
     /// Runs an operation that keeps only its file; returns the result of its one SQE.
@@ -96,7 +141,7 @@ impl RawDisk {
                 let res = results[0];
                 if res < 0 {
                     if let Keep::File(file) = &keep {
-                        return Err(os_error(ctx.clone(), file, res));
+                        return Err(file.errno(ctx.clone(), -res));
                     }
                     return Err(Error::from_errno(ctx.clone(), -res));
                 }
@@ -217,105 +262,12 @@ impl DiskIo for RawDisk {
         res
     }
 
-    async fn read_at(&self, file: FileId, mut buf: AlignedBuf, offset: u64) -> BufResult<usize> {
-        let ctx = Context::new(Op::Read)
-            .file(file)
-            .offset(offset)
-            .len(buf.len() as u64);
-        let timer = self.inner.stats.start(Op::Read);
-        let part = (buf.as_ptr() as usize, buf.len());
-        let f = match self.prepare(file, &ctx, Access::Read, offset, std::iter::once(part)) {
-            Ok(f) => f,
-            Err(e) => {
-                timer.err();
-                return (Err(e), buf);
-            }
-        };
-        let len = buf.len().min(RW_MAX) as u32;
-        let ptr = buf.as_mut_ptr();
-        let sqe = match self.fixed_index(&buf) {
-            Some(index) => on_file!(f, |t| opcode::ReadFixed::new(t, ptr, len, index)
-                .offset(offset)
-                .build()),
-            None => on_file!(f, |t| opcode::Read::new(t, ptr, len).offset(offset).build()),
-        };
-        let mut sqes = [sqe];
-        // SAFETY: the SQE points at `len <= buf.len()` bytes of `buf`, which the slot keeps
-        // until the completion; a fixed index is one of the registered pinned buffers and
-        // `buf` lies within it; the file slot belongs to the kept file.
-        let out = unsafe {
-            self.inner
-                .ring
-                .run(&mut sqes, Keep::Buf(buf, f), Lone::Spin)
-        }
-        .await;
-        let (res, buf) = match out {
-            Ok(Done { results, keep }) => {
-                let Keep::Buf(mut buf, f) = keep else {
-                    return (Err(Error::Shutdown { ctx }), AlignedBuf::empty());
-                };
-                let res = results[0];
-                if res < 0 {
-                    (Err(os_error(ctx, &f, res)), buf)
-                } else {
-                    buf.truncate(res as usize);
-                    (Ok(res as usize), buf)
-                }
-            }
-            Err((e, keep)) => (Err(shutdown_or_io(ctx, e)), keep.into_buf()),
-        };
-        timer.finish(&res, |&n| n as u64);
-        (res, buf)
+    async fn read_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
+        self.read_or_write(Op::Read, file, buf, offset).await
     }
 
     async fn write_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
-        let ctx = Context::new(Op::Write)
-            .file(file)
-            .offset(offset)
-            .len(buf.len() as u64);
-        let timer = self.inner.stats.start(Op::Write);
-        let part = (buf.as_ptr() as usize, buf.len());
-        let f = match self.prepare(file, &ctx, Access::Write, offset, std::iter::once(part)) {
-            Ok(f) => f,
-            Err(e) => {
-                timer.err();
-                return (Err(e), buf);
-            }
-        };
-        let len = buf.len().min(RW_MAX) as u32;
-        let ptr = buf.as_ptr();
-        let sqe = match self.fixed_index(&buf) {
-            Some(index) => on_file!(f, |t| opcode::WriteFixed::new(t, ptr, len, index)
-                .offset(offset)
-                .build()),
-            None => on_file!(f, |t| opcode::Write::new(t, ptr, len)
-                .offset(offset)
-                .build()),
-        };
-        let mut sqes = [sqe];
-        // SAFETY: as in `read_at`; the kernel only reads the buffer.
-        let out = unsafe {
-            self.inner
-                .ring
-                .run(&mut sqes, Keep::Buf(buf, f), Lone::Spin)
-        }
-        .await;
-        let (res, buf) = match out {
-            Ok(Done { results, keep }) => {
-                let Keep::Buf(buf, f) = keep else {
-                    return (Err(Error::Shutdown { ctx }), AlignedBuf::empty());
-                };
-                let res = results[0];
-                if res < 0 {
-                    (Err(os_error(ctx, &f, res)), buf)
-                } else {
-                    (Ok(res as usize), buf)
-                }
-            }
-            Err((e, keep)) => (Err(shutdown_or_io(ctx, e)), keep.into_buf()),
-        };
-        timer.finish(&res, |&n| n as u64);
-        (res, buf)
+        self.read_or_write(Op::Write, file, buf, offset).await
     }
 
     async fn writev_at(
@@ -324,101 +276,80 @@ impl DiskIo for RawDisk {
         bufs: Vec<AlignedBuf>,
         offset: u64,
     ) -> BufResult<usize, Vec<AlignedBuf>> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let ctx = Context::new(Op::Writev)
-            .file(file)
-            .offset(offset)
-            .len(total as u64);
-        let timer = self.inner.stats.start(Op::Writev);
-        let parts = bufs.iter().map(|b| (b.as_ptr() as usize, b.len()));
-        let f = match self.prepare(file, &ctx, Access::Write, offset, parts) {
-            Ok(f) => f,
-            Err(e) => {
-                timer.err();
-                return (Err(e), bufs);
-            }
+        let req = Request::at(Op::Writev, file, offset);
+        let (op, bufs) = match self.inner.files.admit(&self.inner.stats, req, bufs) {
+            Ok(admitted) => admitted,
+            Err((e, bufs)) => return (Err(e), bufs),
         };
         if bufs.is_empty() {
-            timer.finish(&Ok::<usize, Error>(0), |_| 0);
+            op.timer.ok(0);
             return (Ok(0), bufs);
         }
-        let path = f.access.path.clone();
-        let (out, bufs) = self.writev_chain(f, bufs, offset, None).await;
+        let (out, bufs) = self
+            .writev_chain(Arc::clone(&op.file), bufs, offset, None)
+            .await;
         let res = match out {
             Ok((n, _)) if n >= 0 => Ok(n as usize),
-            Ok((n, _)) => Err(Error::from_errno(ctx.path(path), -n)),
-            Err(e) => Err(shutdown_or_io(ctx, e)),
+            Ok((n, _)) => Err(op.file.errno(op.ctx, -n)),
+            Err(e) => Err(shutdown_or_io(op.ctx, e)),
         };
-        timer.finish(&res, |&n| n as u64);
+        op.timer.finish(&res, |&n| n as u64);
         (res, bufs)
     }
 
     async fn fsync(&self, file: FileId, kind: SyncKind) -> Result<()> {
-        let ctx = Context::new(Op::Sync).file(file);
-        let timer = self.inner.stats.start(Op::Sync);
-        let res = match self.prepare(file, &ctx, Access::Any, 0, std::iter::empty()) {
-            Ok(f) => {
-                let sqe = fsync_sqe(&f, kind);
-                self.run_plain(&ctx, f, sqe).await.map(drop)
-            }
-            Err(e) => Err(e),
-        };
-        timer.finish(&res, |_| 0);
+        let req = Request::new(Op::Sync, file);
+        let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
+        let sqe = fsync_sqe(&op.file, kind);
+        let res = self.run_plain(&op.ctx, op.file, sqe).await.map(drop);
+        op.timer.finish(&res, |_| 0);
         res
     }
 
     async fn preallocate(&self, file: FileId, offset: u64, len: u64) -> Result<()> {
-        let ctx = Context::new(Op::Preallocate)
-            .file(file)
-            .offset(offset)
-            .len(len);
-        let timer = self.inner.stats.start(Op::Preallocate);
-        let checked = self
-            .prepare(file, &ctx, Access::Write, offset, std::iter::empty())
-            .and_then(|f| check_range(&ctx, offset, len).map(|()| f));
-        let res = match checked {
+        let req = Request::at(Op::Preallocate, file, offset).len(len);
+        let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
+        let res = if len == 0 {
             // fallocate(2) refuses a zero length; the contract makes it a no-op.
-            Ok(_) if len == 0 => Ok(()),
-            Ok(f) => {
-                let sqe = on_file!(f, |t| opcode::Fallocate::new(t, len).offset(offset).build());
-                self.run_plain(&ctx, f, sqe).await.map(drop)
-            }
-            Err(e) => Err(e),
+            Ok(())
+        } else {
+            let sqe = on_file!(op.file, |t| opcode::Fallocate::new(t, len)
+                .offset(offset)
+                .build());
+            self.run_plain(&op.ctx, op.file, sqe).await.map(drop)
         };
-        timer.finish(&res, |_| 0);
+        op.timer.finish(&res, |_| 0);
         res
     }
 
     async fn set_len(&self, file: FileId, len: u64) -> Result<()> {
-        let ctx = Context::new(Op::SetLen).file(file).len(len);
-        let timer = self.inner.stats.start(Op::SetLen);
-        let res = match self.prepare(file, &ctx, Access::Write, len, std::iter::empty()) {
-            Ok(f) if self.inner.setup.ftruncate_op => {
-                let sqe = on_file!(f, |t| opcode::Ftruncate::new(t, len).build());
-                self.run_plain(&ctx, f, sqe).await.map(drop)
-            }
+        let req = Request::new(Op::SetLen, file).len(len);
+        let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
+        let res = if self.inner.setup.ftruncate_op {
+            let sqe = on_file!(op.file, |t| opcode::Ftruncate::new(t, len).build());
+            self.run_plain(&op.ctx, op.file, sqe).await.map(drop)
+        } else {
             // No FTRUNCATE opcode (Linux < 6.9): the system call, on this thread.
-            Ok(f) => f
+            op.file
                 .file
                 .set_len(len)
-                .map_err(|e| Error::io(ctx.clone().path(f.access.path.clone()), e)),
-            Err(e) => Err(e),
+                .map_err(|e| op.file.err(op.ctx, e))
         };
-        timer.finish(&res, |_| 0);
+        op.timer.finish(&res, |_| 0);
         res
     }
 
     async fn file_len(&self, file: FileId) -> Result<u64> {
-        let ctx = Context::new(Op::FileLen).file(file);
-        let timer = self.inner.stats.start(Op::FileLen);
-        let res = self.inner.files.get(file, || ctx.clone()).and_then(|f| {
-            // `fstat` never waits for the device: no submission needed.
-            f.file
-                .metadata()
-                .map(|m| m.len())
-                .map_err(|e| Error::io(ctx.clone().path(f.access.path.clone()), e))
-        });
-        timer.finish(&res, |_| 0);
+        let req = Request::new(Op::FileLen, file);
+        let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
+        // `fstat` never waits for the device: no submission needed.
+        let res = op
+            .file
+            .file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| op.file.err(op.ctx, e));
+        op.timer.finish(&res, |_| 0);
         res
     }
 
@@ -441,63 +372,39 @@ impl DiskIo for RawDisk {
         offset: u64,
         kind: SyncKind,
     ) -> BufResult<usize, Vec<AlignedBuf>> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let ctx = Context::new(Op::Writev)
-            .file(file)
-            .offset(offset)
-            .len(total as u64);
-        let parts = bufs.iter().map(|b| (b.as_ptr() as usize, b.len()));
-        let f = match self.prepare(file, &ctx, Access::Write, offset, parts) {
-            Ok(f) => f,
-            Err(e) => {
-                self.inner.stats.start(Op::Writev).err();
-                return (Err(e), bufs);
-            }
+        let req = Request::at(Op::Writev, file, offset);
+        let (op, bufs) = match self.inner.files.admit(&self.inner.stats, req, bufs) {
+            Ok(admitted) => admitted,
+            Err((e, bufs)) => return (Err(e), bufs),
         };
+        let total: usize = bufs.iter().map(AlignedBuf::len).sum();
         if bufs.len() > IOV_MAX || total > RW_MAX {
-            // More than one WRITEV would be needed: the write, then the sync.
-            return diskio::write_then_sync(self, file, bufs, offset, kind).await;
+            // More than one WRITEV would be needed: the write, then the sync, each counted.
+            op.timer.discard();
+            return write_then_sync(self, file, bufs, offset, kind).await;
         }
-        let path = f.access.path.clone();
-        let timer = self.inner.stats.start(Op::Writev);
         let sync_timer = self.inner.stats.start(Op::Sync);
+        let f = Arc::clone(&op.file);
         let (out, bufs) = self.writev_chain(f, bufs, offset, Some(kind)).await;
-        let (written, synced) = match out {
-            Ok(pair) => pair,
-            Err(e) => {
-                timer.err();
-                sync_timer.err();
-                return (Err(shutdown_or_io(ctx, e)), bufs);
-            }
-        };
-        if written < 0 {
+        let outcome = match out {
+            Err(e) => Linked::WriteFailed(shutdown_or_io(op.ctx, e)),
             // The write failed; the kernel cancelled the sync. Report the write's error.
-            timer.err();
-            sync_timer.err();
-            return (Err(Error::from_errno(ctx.path(path), -written)), bufs);
-        }
-        timer.finish(&Ok::<(), Error>(()), |_| written as u64);
-        if written as usize != total {
-            // A short write broke the link, so nothing was synced: finish the write and sync
-            // now (rewriting the prefix is harmless: the same bytes at the same place).
-            sync_timer.err();
-            return diskio::write_then_sync(self, file, bufs, offset, kind).await;
-        }
-        if synced == -libc::ECANCELED {
-            // Not expected after a full write; never report it bare: sync on its own.
-            sync_timer.err();
-            return match self.fsync(file, kind).await {
-                Ok(()) => (Ok(total), bufs),
-                Err(e) => (Err(e), bufs),
-            };
-        }
-        if synced < 0 {
-            let sync_ctx = Context::new(Op::Sync).file(file).path(path);
-            sync_timer.err();
-            return (Err(Error::from_errno(sync_ctx, -synced)), bufs);
-        }
-        sync_timer.finish(&Ok::<(), Error>(()), |_| 0);
-        (Ok(total), bufs)
+            Ok((written, _)) if written < 0 => Linked::WriteFailed(op.file.errno(op.ctx, -written)),
+            Ok((written, _)) if written as usize != total => Linked::Short(written as usize),
+            Ok((_, synced)) if synced == -libc::ECANCELED => Linked::SyncCancelled,
+            Ok((_, synced)) if synced < 0 => {
+                let sync_ctx = Context::new(Op::Sync).file(file);
+                Linked::SyncFailed(op.file.errno(sync_ctx, -synced))
+            }
+            Ok(_) => Linked::Synced,
+        };
+        finish_linked(
+            self,
+            outcome,
+            (op.timer, sync_timer),
+            (file, bufs, offset, kind),
+        )
+        .await
     }
 }
 
@@ -541,7 +448,7 @@ impl RawDisk {
             return Err(Error::from_errno(ctx.clone(), libc::EISDIR));
         }
         let direct = if options.is_direct() {
-            diskio_blocking::direct_alignment(&file)
+            direct_alignment(&file)
         } else {
             DirectAlignment::NONE
         };

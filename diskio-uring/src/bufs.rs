@@ -6,11 +6,8 @@
 //! bytes of it.
 
 use diskio::AlignedBuf;
+use diskio::backend::RW_MAX;
 use tokio_uring::buf::{IoBuf, IoBufMut};
-
-/// Most bytes one read or write moves (the kernel's `MAX_RW_COUNT`); tokio-uring passes lengths
-/// to the kernel as `u32`, so a larger request is made short here rather than wrapped there.
-pub(crate) const RW_MAX: usize = 0x7fff_f000;
 
 /// An [`AlignedBuf`] lent to the kernel for one read or write of its first `len` bytes.
 pub(crate) struct Owned {
@@ -19,7 +16,8 @@ pub(crate) struct Owned {
 }
 
 impl Owned {
-    /// Describes `buf[..buf.len()]`, capped at [`RW_MAX`].
+    /// Describes `buf[..buf.len()]`, capped at [`RW_MAX`] (tokio-uring passes lengths to the
+    /// kernel as `u32`, so a larger request is made short here rather than wrapped there).
     pub(crate) fn new(buf: AlignedBuf) -> Self {
         let len = buf.len().min(RW_MAX);
         Self { buf, len }

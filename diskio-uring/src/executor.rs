@@ -19,9 +19,9 @@ use diskio::{AlignedBuf, DirectAlignment, OpenOptions, SyncKind};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_uring::fs::File;
 
-use crate::IOV_MAX;
 use crate::bufs::Owned;
 use crate::files::OpenFile;
+use diskio::backend::IOV_MAX;
 
 /// Where a job's result goes.
 pub(crate) type Reply<T> = oneshot::Sender<T>;
@@ -32,7 +32,7 @@ pub(crate) type WithBuf<T, B = AlignedBuf> = (io::Result<T>, B);
 /// What happened to a write-then-sync job.
 pub(crate) enum WriteSync {
     /// Everything was written and then synced.
-    Synced(usize),
+    Synced,
     /// The write was short (this many bytes); nothing was synced.
     Short(usize),
     /// The write failed; the sync was not attempted.
@@ -279,7 +279,7 @@ fn open(path: &Path, options: &OpenOptions, key: u64) -> io::Result<(File, Opene
         return Err(io::Error::from_raw_os_error(libc::EISDIR));
     }
     let direct = if options.is_direct() {
-        diskio_blocking::direct_alignment(&std)
+        diskio::backend::direct_alignment(&std)
     } else {
         DirectAlignment::NONE
     };
@@ -419,8 +419,8 @@ async fn write_sync(
     let outcome = match res {
         Err(e) => WriteSync::WriteFailed(e),
         Ok(n) if n < total => WriteSync::Short(n),
-        Ok(n) => match sync(file, kind).await {
-            Ok(()) => WriteSync::Synced(n),
+        Ok(_) => match sync(file, kind).await {
+            Ok(()) => WriteSync::Synced,
             Err(e) => WriteSync::SyncFailed(e),
         },
     };

@@ -1,6 +1,7 @@
 //! The caller's side record of an open file.
 
-use diskio::FileAccess;
+use diskio::backend::FileAccess;
+use diskio::{Context, Error};
 
 /// An open file, as the callers' side knows it. Operations in flight hold an `Arc` to it.
 pub(crate) struct OpenFile {
@@ -13,4 +14,17 @@ pub(crate) struct OpenFile {
     /// `ftruncate` (on the executor's).
     pub(crate) std: std::fs::File,
     pub(crate) access: FileAccess,
+}
+
+impl OpenFile {
+    /// The context `ctx` with this file's path, for an error from the OS.
+    pub(crate) fn err(&self, ctx: Context, e: std::io::Error) -> Error {
+        Error::io(ctx.path(self.access.path.clone()), e)
+    }
+}
+
+impl AsRef<FileAccess> for OpenFile {
+    fn as_ref(&self) -> &FileAccess {
+        &self.access
+    }
 }

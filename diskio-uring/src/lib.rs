@@ -115,167 +115,28 @@
 
 #[allow(unsafe_code)] // the one module that describes buffers to the kernel
 mod bufs;
+mod calls;
 mod executor;
 mod files;
 mod ops;
+mod options;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use diskio::{Context, Error, FileTable, Op, Result, Stats};
+use diskio::backend::{
+    FileTable, Stats, check_disable_env, check_opcodes, probe_refused, setup_refused,
+};
+use diskio::{Context, Error, Op, Result};
 
 use crate::executor::{Config, Executor, Job, StartError};
 use crate::files::OpenFile;
-
-/// Most buffers one `writev_at` submits (the kernel's `UIO_MAXIOV`); more make a short write,
-/// which `writev_all_at` completes.
-pub const IOV_MAX: usize = 1024;
-
-/// Most executor threads accepted.
-pub const EXECUTORS_MAX: usize = 64;
-
-/// Largest ring (submission queue entries) accepted.
-pub const ENTRIES_MAX: u32 = 4096;
-
-/// Largest queue and in-flight limits accepted (per executor).
-pub const QUEUE_MAX: usize = 65_536;
+pub use crate::options::{ENTRIES_MAX, EXECUTORS_MAX, QUEUE_MAX, UringOptions};
+pub use diskio_blocking::AutoDisk;
 
 /// The environment variable that turns the backend off.
 pub const DISABLE_ENV: &str = "DISKIO_URING_DISABLE";
-
-/// Options of a [`UringDisk`].
-#[derive(Debug, Clone)]
-pub struct UringOptions {
-    executors: usize,
-    entries: u32,
-    queue_max: usize,
-    in_flight_max: usize,
-    alignment: usize,
-    spin: Duration,
-    thread_name: String,
-}
-
-impl Default for UringOptions {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl UringOptions {
-    /// One executor thread with a submission queue of 8 entries (see
-    /// [`entries`](Self::entries)), up to 256 jobs in flight and 1024 queued; buffers aligned to 4096; 100 µs of spinning (see [`spin`](Self::spin)).
-    pub fn new() -> Self {
-        Self {
-            executors: 1,
-            entries: 8,
-            queue_max: 1024,
-            in_flight_max: 256,
-            alignment: 4096,
-            spin: Duration::from_micros(100),
-            thread_name: "diskio-uring".to_owned(),
-        }
-    }
-
-    /// Executor threads, each with its own ring (1..=[`EXECUTORS_MAX`]). Files are spread
-    /// over them round-robin at open.
-    pub fn executors(mut self, n: usize) -> Self {
-        self.executors = n;
-        self
-    }
-
-    /// Submission queue entries of each ring (1..=[`ENTRIES_MAX`]). tokio-uring hands queued
-    /// operations to the kernel only when its thread goes idle or the queue is full, so under
-    /// load this is how many operations may wait to be submitted: a small queue submits sooner.
-    /// Measured here at 32 reads in flight, 8 entries gave 0.78–0.82× fio's `O_DIRECT` IOPS and
-    /// 0.55× `diskio-raw` from the page cache, against 0.70× and 0.48× with 256. The completion
-    /// queue is sized for every job in flight either way.
-    pub fn entries(mut self, entries: u32) -> Self {
-        self.entries = entries;
-        self
-    }
-
-    /// Jobs waiting in each executor's queue before callers wait (1..=[`QUEUE_MAX`]).
-    pub fn queue_max(mut self, n: usize) -> Self {
-        self.queue_max = n;
-        self
-    }
-
-    /// Jobs each executor runs at once (1..=[`QUEUE_MAX`]).
-    pub fn in_flight_max(mut self, n: usize) -> Self {
-        self.in_flight_max = n;
-        self
-    }
-
-    /// Alignment of buffers from [`alloc`](diskio::DiskIo::alloc): a power of two in
-    /// 512..=1 MiB.
-    pub fn alignment(mut self, alignment: usize) -> Self {
-        self.alignment = alignment;
-        self
-    }
-
-    /// How long an idle party polls before it sleeps (at most 100 ms; zero turns it off):
-    /// an executor with no job running polls its queue for a new job, and a caller alone in
-    /// flight polls for its answer. At queue depth 1 this saves the two thread wake-ups of each
-    /// operation (tens of microseconds on a virtual machine) for a little CPU time; under load
-    /// neither polls.
-    pub fn spin(mut self, spin: Duration) -> Self {
-        self.spin = spin;
-        self
-    }
-
-    /// Name prefix of the executor threads (`<name>-0`, `<name>-1`, ...).
-    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
-        self.thread_name = name.into();
-        self
-    }
-
-    fn validate(&self) -> Result<()> {
-        let bad = |reason: String| Error::InvalidInput {
-            ctx: Context::new(Op::Setup),
-            reason,
-        };
-        if !(1..=EXECUTORS_MAX).contains(&self.executors) {
-            return Err(bad(format!(
-                "executors must be 1..={EXECUTORS_MAX}, not {}",
-                self.executors
-            )));
-        }
-        if !(1..=ENTRIES_MAX).contains(&self.entries) {
-            return Err(bad(format!(
-                "entries must be 1..={ENTRIES_MAX}, not {}",
-                self.entries
-            )));
-        }
-        if !(1..=QUEUE_MAX).contains(&self.queue_max) {
-            return Err(bad(format!(
-                "queue_max must be 1..={QUEUE_MAX}, not {}",
-                self.queue_max
-            )));
-        }
-        if !(1..=QUEUE_MAX).contains(&self.in_flight_max) {
-            return Err(bad(format!(
-                "in_flight_max must be 1..={QUEUE_MAX}, not {}",
-                self.in_flight_max
-            )));
-        }
-        if self.spin > Duration::from_millis(100) {
-            return Err(bad(format!(
-                "spin must be at most 100 ms, not {:?}",
-                self.spin
-            )));
-        }
-        if !self.alignment.is_power_of_two()
-            || !(512..=diskio::BUF_ALIGN_MAX).contains(&self.alignment)
-        {
-            return Err(bad(format!(
-                "alignment must be a power of two in 512..=1 MiB, not {}",
-                self.alignment
-            )));
-        }
-        Ok(())
-    }
-}
 
 /// The tokio-uring backend. Cheap to clone: clones share the executors, files and stats.
 #[derive(Clone)]
@@ -334,7 +195,7 @@ impl UringDisk {
             // On failure, the executors already started stop when `executors` drops.
             let executor =
                 executor::start(index, &options.thread_name, config).map_err(|e| match e {
-                    StartError::Runtime(e) => unsupported(&e),
+                    StartError::Runtime(e) => setup_refused(&e),
                     StartError::Thread(e) => Error::io(Context::new(Op::Setup), e),
                 })?;
             executors.push(executor);
@@ -382,46 +243,29 @@ impl UringDisk {
 
 /// Fails with the reason if io_uring cannot run the opcodes this backend needs.
 fn probe() -> Result<()> {
-    if std::env::var_os(DISABLE_ENV).is_some_and(|v| !v.is_empty()) {
-        return Err(Error::Unsupported {
-            reason: format!(
-                "diskio-uring is turned off by the {DISABLE_ENV} environment variable; unset it \
-                 to use io_uring"
-            ),
-        });
-    }
-    let ring = io_uring::IoUring::new(2).map_err(|e| unsupported(&e))?;
+    check_disable_env(DISABLE_ENV, "diskio-uring")?;
+    let ring = io_uring::IoUring::new(2).map_err(|e| setup_refused(&e))?;
     let mut probe = io_uring::Probe::new();
     ring.submitter()
         .register_probe(&mut probe)
-        .map_err(|e| Error::Unsupported {
-            reason: format!(
-                "the kernel cannot list its io_uring opcodes ({e}); Linux 5.6 or later is needed"
-            ),
-        })?;
+        .map_err(|e| probe_refused(&e))?;
     let missing: Vec<&str> = NEEDED
         .iter()
         .filter(|(code, _)| !probe.is_supported(*code))
         .map(|&(_, name)| name)
         .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Unsupported {
-            reason: format!(
-                "the kernel's io_uring lacks {}; Linux 5.6 or later is needed (use the blocking \
-                 backend here)",
-                missing.join(", ")
-            ),
-        })
-    }
+    check_opcodes(&missing)
 }
 
-fn unsupported(e: &std::io::Error) -> Error {
-    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok();
-    Error::Unsupported {
-        reason: diskio_raw::explain_setup_error(e, disabled.as_deref().map(str::trim)),
-    }
+/// The tokio-uring backend if io_uring works here, else the blocking backend, with the reason
+/// logged (`tracing` warning) and returned: [`diskio_blocking::fallback`] with this backend.
+/// Only [`Error::Unsupported`] falls back: bad options are still an error.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for bad options; errors of the blocking backend's construction.
+pub fn auto(uring: UringOptions, blocking: diskio_blocking::BlockingOptions) -> Result<AutoDisk> {
+    diskio_blocking::fallback(UringDisk::new(uring), blocking)
 }
 
 impl Drop for Inner {

@@ -30,7 +30,8 @@ pub enum Op {
     Writev,
     /// `fsync` of either kind.
     Sync,
-    /// The linked write-then-sync operation.
+    /// The write-then-sync operation (in error contexts; its stats count as a `writev` and a
+    /// `sync`).
     WriteSync,
     /// `preallocate`.
     Preallocate,

@@ -5,6 +5,10 @@
 //! ([`BufPool`]). Backends live in their own crates (`diskio-blocking` is the portable one);
 //! the `conformance` crate proves that a backend keeps the contract.
 //!
+//! What backends share (admission of an operation, the table of open files, stats, `statx`
+//! alignment, the explanation of a refused io_uring) is in [`backend`], for the authors of
+//! backends.
+//!
 //! This crate has no runtime dependency: the futures of every backend are `Send` and run on any
 //! Tokio runtime (or any executor the backend supports).
 //!
@@ -25,6 +29,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod backend;
 #[allow(unsafe_code)] // the one module that allocates memory by hand
 mod buf;
 mod disk;
@@ -33,13 +38,11 @@ mod error;
 mod file;
 mod pool;
 mod stats;
-mod table;
 
 pub use buf::{AlignedBuf, BUF_ALIGN_MAX, BUF_BYTES_MAX};
-pub use disk::{DiskIo, write_then_sync};
+pub use disk::DiskIo;
 pub use dynamic::DynDiskIo;
-pub use error::{BadFileReason, BufResult, Context, Error, Misalignment, Op, Result, check_range};
+pub use error::{BadFileReason, BufResult, Context, Error, Misalignment, Op, Result};
 pub use file::{Capabilities, DirectAlignment, FileId, OpenOptions, SyncKind};
 pub use pool::BufPool;
-pub use stats::{COUNTED_OPS, OpStats, OpTimer, Stats, StatsSnapshot};
-pub use table::{Access, FileAccess, FileTable};
+pub use stats::{OpStats, StatsSnapshot};

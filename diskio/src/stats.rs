@@ -14,13 +14,13 @@ use hdrhistogram::Histogram;
 
 use crate::error::Op;
 
-/// The operations that have their own counters, in report order.
-pub const COUNTED_OPS: [Op; 10] = [
+/// The operations that have their own counters, in report order. A `write_sync_at` counts as a
+/// `writev` and a `sync`.
+pub const COUNTED_OPS: [Op; 9] = [
     Op::Read,
     Op::Write,
     Op::Writev,
     Op::Sync,
-    Op::WriteSync,
     Op::Preallocate,
     Op::SetLen,
     Op::FileLen,
@@ -155,6 +155,7 @@ impl fmt::Debug for Stats {
 /// One operation's clock, from [`Stats::start`]. Finish it with [`ok`](Self::ok) or
 /// [`err`](Self::err); dropping it unfinished counts the operation as an error.
 #[must_use = "finish the timer with ok() or err()"]
+#[derive(Debug)]
 pub struct OpTimer {
     stats: Stats,
     op: Op,
@@ -183,6 +184,18 @@ impl OpTimer {
         }
     }
 
+    /// Forgets the operation: it leaves the in-flight count without being counted (a backend
+    /// that hands the operation over to other counted operations, such as a write-then-sync
+    /// done as a write and a sync).
+    pub fn discard(mut self) {
+        self.done = true;
+        if let Some(i) = slot(self.op) {
+            self.stats.inner[i]
+                .in_flight
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Time since the operation started.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
@@ -200,7 +213,7 @@ impl Drop for OpTimer {
 /// Counters of every operation kind at one moment.
 #[derive(Debug, Clone)]
 pub struct StatsSnapshot {
-    /// One entry per kind, in [`COUNTED_OPS`] order.
+    /// One entry per kind, in [`COUNTED_OPS`](crate::backend::COUNTED_OPS) order.
     pub ops: Vec<OpStats>,
 }
 

@@ -175,15 +175,11 @@ pub fn auto_disk() -> diskio::Result<(std::sync::Arc<dyn diskio::DynDiskIo>, Opt
 /// If neither backend can start.
 #[cfg(all(feature = "uring", not(feature = "raw")))]
 pub fn auto_disk() -> diskio::Result<(std::sync::Arc<dyn diskio::DynDiskIo>, Option<String>)> {
-    match diskio_uring::UringDisk::with_defaults() {
-        Ok(disk) => Ok((std::sync::Arc::new(disk), None)),
-        Err(diskio::Error::Unsupported { reason }) => {
-            tracing::warn!("wal: io_uring unavailable, using the blocking backend: {reason}");
-            let disk = diskio_blocking::BlockingDisk::with_defaults()?;
-            Ok((std::sync::Arc::new(disk), Some(reason)))
-        }
-        Err(e) => Err(e),
-    }
+    let auto = diskio_uring::auto(
+        diskio_uring::UringOptions::new(),
+        diskio_blocking::BlockingOptions::new(),
+    )?;
+    Ok((auto.disk, auto.fallback_reason))
 }
 
 /// Counters and distributions of a [`Wal`] since it was opened ([`Wal::stats`]).

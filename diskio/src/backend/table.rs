@@ -1,15 +1,11 @@
-//! Building blocks for backends: the table of open files and the checks every operation makes.
-//!
-//! Every backend maps [`FileId`]s to its own open-file records and checks each operation against
-//! the file the same way (access, range, `O_DIRECT` alignment). Doing both here keeps backends
-//! consistent, and saves the author of a new backend from getting them subtly different.
+//! The table of open files, and what each operation is checked against.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::error::{BadFileReason, Context, Error, Result, check_range};
+use crate::error::{BadFileReason, Context, Error, Op, Result, check_range};
 use crate::file::{DirectAlignment, FileId, OpenOptions};
 
 /// What an operation needs from its file.
@@ -21,6 +17,17 @@ pub enum Access {
     Write,
     /// Any open file will do (sync, length).
     Any,
+}
+
+impl Access {
+    /// What `op` needs: reads read, writes and changes of length write, the rest any file.
+    pub fn of(op: Op) -> Self {
+        match op {
+            Op::Read => Access::Read,
+            Op::Write | Op::Writev | Op::WriteSync | Op::Preallocate | Op::SetLen => Access::Write,
+            _ => Access::Any,
+        }
+    }
 }
 
 /// What every backend knows of an open file, whatever else it keeps.
@@ -48,22 +55,18 @@ impl FileAccess {
         }
     }
 
-    /// Checks an operation before it is submitted: the access, the range
-    /// ([`check_range`]) and, on a direct file, the alignment of every `(address, length)`
-    /// part, laid out back to back from `offset`.
+    /// Checks an operation before it is submitted: the access its operation needs
+    /// ([`Access::of`]), the range `ctx.offset + ctx.len` ([`check_range`]) and, on a direct
+    /// file, the alignment of every `(address, length)` part, laid out back to back from
+    /// `ctx.offset`.
     ///
     /// # Errors
     ///
     /// [`Error::BadFile`] ([`BadFileReason::NotPermitted`]), [`Error::InvalidInput`],
     /// [`Error::Misaligned`].
-    pub fn check(
-        &self,
-        ctx: &Context,
-        access: Access,
-        offset: u64,
-        parts: impl Iterator<Item = (usize, usize)> + Clone,
-    ) -> Result<()> {
-        let permitted = match access {
+    #[inline]
+    pub fn check(&self, ctx: &Context, parts: impl Iterator<Item = (usize, usize)>) -> Result<()> {
+        let permitted = match Access::of(ctx.op) {
             Access::Read => self.readable,
             Access::Write => self.writable,
             Access::Any => true,
@@ -74,8 +77,8 @@ impl FileAccess {
                 reason: BadFileReason::NotPermitted,
             });
         }
-        let total: usize = parts.clone().map(|(_, len)| len).sum();
-        check_range(ctx, offset, total as u64)?;
+        let offset = ctx.offset.unwrap_or(0);
+        check_range(ctx, offset, ctx.len.unwrap_or(0))?;
         if let Some(align) = self.direct {
             let mut at = offset;
             for (addr, len) in parts {
@@ -84,6 +87,12 @@ impl FileAccess {
             }
         }
         Ok(())
+    }
+}
+
+impl AsRef<FileAccess> for FileAccess {
+    fn as_ref(&self) -> &FileAccess {
+        self
     }
 }
 

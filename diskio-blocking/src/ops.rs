@@ -1,0 +1,218 @@
+//! The trait's operations as jobs for the worker threads.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use diskio::backend::Request;
+use diskio::{
+    AlignedBuf, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error, FileId, Op,
+    OpenOptions, Result, StatsSnapshot, SyncKind,
+};
+
+use crate::files::open_file;
+use crate::{BlockingDisk, read, sync, write};
+
+impl BlockingDisk {
+    /// Runs `job` on a worker, giving `bufs` back on every path.
+    async fn submit<T, B>(
+        &self,
+        ctx: Context,
+        bufs: B,
+        job: impl FnOnce(B, Context) -> (Result<T>, B) + Send + 'static,
+    ) -> (Result<T>, B)
+    where
+        T: Send + 'static,
+        B: Default + Send + 'static,
+    {
+        let slot = match self.inner.pool.slot().await {
+            Ok(slot) => slot,
+            Err(_) => return (Err(Error::Shutdown { ctx }), bufs),
+        };
+        let shutdown_ctx = ctx.clone();
+        match slot.run(move || job(bufs, ctx)).await {
+            Ok(out) => out,
+            // The worker died with the buffers: nothing to give back but an empty value.
+            Err(_) => (Err(Error::Shutdown { ctx: shutdown_ctx }), B::default()),
+        }
+    }
+
+    /// Runs a buffer-less operation on a worker.
+    async fn submit_plain<T: Send + 'static>(
+        &self,
+        ctx: Context,
+        job: impl FnOnce(Context) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.submit(ctx, (), move |(), ctx| (job(ctx), ())).await.0
+    }
+}
+
+impl DiskIo for BlockingDisk {
+    fn name(&self) -> &'static str {
+        "blocking"
+    }
+
+    fn alignment(&self) -> usize {
+        self.inner.alignment
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.direct_io = true;
+        caps
+    }
+
+    async fn open(&self, path: &Path, options: &OpenOptions) -> Result<FileId> {
+        let path: Arc<Path> = Arc::from(path);
+        let options = *options;
+        let ctx = Context::new(Op::Open).path(Arc::clone(&path));
+        let timer = self.inner.stats.start(Op::Open);
+        let opened = self
+            .submit_plain(ctx, move |ctx| open_file(&path, &options, ctx))
+            .await;
+        timer.finish(&opened, |_| 0);
+        Ok(self.inner.files.insert(opened?))
+    }
+
+    async fn close(&self, file: FileId) -> Result<()> {
+        let timer = self.inner.stats.start(Op::Close);
+        let res = self
+            .inner
+            .files
+            .remove(file, || Context::new(Op::Close).file(file))
+            .map(drop);
+        timer.finish(&res, |_| 0);
+        res
+    }
+
+    // `read_at` and `write_at` are spelled out rather than shared through a helper taking the
+    // system call as a `fn` pointer: that helper measured 1.4 µs slower per read at queue depth 1.
+    async fn read_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
+        let req = Request::at(Op::Read, file, offset);
+        let (op, buf) = match self.inner.files.admit(&self.inner.stats, req, buf) {
+            Ok(admitted) => admitted,
+            Err((e, buf)) => return (Err(e), buf),
+        };
+        let (f, timer) = (op.file, op.timer);
+        self.submit(op.ctx, buf, move |buf, ctx| {
+            let out = read::read_at(&f, buf, offset, ctx);
+            timer.finish(&out.0, |&n| n as u64);
+            out
+        })
+        .await
+    }
+
+    async fn write_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
+        let req = Request::at(Op::Write, file, offset);
+        let (op, buf) = match self.inner.files.admit(&self.inner.stats, req, buf) {
+            Ok(admitted) => admitted,
+            Err((e, buf)) => return (Err(e), buf),
+        };
+        let (f, timer) = (op.file, op.timer);
+        self.submit(op.ctx, buf, move |buf, ctx| {
+            let out = write::write_at(&f, buf, offset, ctx);
+            timer.finish(&out.0, |&n| n as u64);
+            out
+        })
+        .await
+    }
+
+    async fn writev_at(
+        &self,
+        file: FileId,
+        bufs: Vec<AlignedBuf>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<AlignedBuf>> {
+        let req = Request::at(Op::Writev, file, offset);
+        let (op, bufs) = match self.inner.files.admit(&self.inner.stats, req, bufs) {
+            Ok(admitted) => admitted,
+            Err((e, bufs)) => return (Err(e), bufs),
+        };
+        let (f, timer) = (op.file, op.timer);
+        self.submit(op.ctx, bufs, move |bufs, ctx| {
+            let out = write::writev_at(&f, bufs, offset, ctx);
+            timer.finish(&out.0, |&n| n as u64);
+            out
+        })
+        .await
+    }
+
+    async fn write_sync_at(
+        &self,
+        file: FileId,
+        bufs: Vec<AlignedBuf>,
+        offset: u64,
+        kind: SyncKind,
+    ) -> BufResult<usize, Vec<AlignedBuf>> {
+        let req = Request::at(Op::Writev, file, offset);
+        let (op, bufs) = match self.inner.files.admit(&self.inner.stats, req, bufs) {
+            Ok(admitted) => admitted,
+            Err((e, bufs)) => return (Err(e), bufs),
+        };
+        let (f, timer) = (op.file, op.timer);
+        let sync_timer = self.inner.stats.start(Op::Sync);
+        self.submit(op.ctx, bufs, move |bufs, ctx| {
+            let out = write::writev_all_then_sync(&f, bufs, offset, kind, ctx);
+            timer.finish(&out.0, |&n| n as u64);
+            sync_timer.finish(&out.0, |_| 0);
+            out
+        })
+        .await
+    }
+
+    async fn fsync(&self, file: FileId, kind: SyncKind) -> Result<()> {
+        let req = Request::new(Op::Sync, file);
+        let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
+        let (f, timer) = (op.file, op.timer);
+        self.submit_plain(op.ctx, move |ctx| {
+            let res = sync::fsync(&f, kind, ctx);
+            timer.finish(&res, |_| 0);
+            res
+        })
+        .await
+    }
+
+    async fn preallocate(&self, file: FileId, offset: u64, len: u64) -> Result<()> {
+        let req = Request::at(Op::Preallocate, file, offset).len(len);
+        let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
+        let (f, timer) = (op.file, op.timer);
+        self.submit_plain(op.ctx, move |ctx| {
+            let res = sync::preallocate(&f, offset, len, ctx);
+            timer.finish(&res, |_| 0);
+            res
+        })
+        .await
+    }
+
+    async fn set_len(&self, file: FileId, len: u64) -> Result<()> {
+        let req = Request::new(Op::SetLen, file).len(len);
+        let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
+        let (f, timer) = (op.file, op.timer);
+        self.submit_plain(op.ctx, move |ctx| {
+            let res = sync::set_len(&f, len, ctx);
+            timer.finish(&res, |_| 0);
+            res
+        })
+        .await
+    }
+
+    async fn file_len(&self, file: FileId) -> Result<u64> {
+        let req = Request::new(Op::FileLen, file);
+        let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
+        // `fstat` does not wait for the device: run it here rather than pay a thread hop.
+        let res = sync::file_len(&op.file, op.ctx);
+        op.timer.finish(&res, |_| 0);
+        res
+    }
+
+    fn direct_alignment(&self, file: FileId) -> Result<Option<DirectAlignment>> {
+        let f = self
+            .inner
+            .files
+            .get(file, || Context::new(Op::FileLen).file(file))?;
+        Ok(f.access.direct)
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+}

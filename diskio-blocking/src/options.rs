@@ -1,0 +1,104 @@
+//! The blocking backend's options.
+
+use std::time::Duration;
+
+use diskio::Result;
+use diskio::backend::{check_common, check_within};
+
+/// Most worker threads a pool may have.
+pub const THREADS_MAX: usize = 1024;
+
+/// Largest in-flight limit (operations accepted and not finished) a pool may have.
+pub const IN_FLIGHT_MAX: usize = 1 << 20;
+
+/// Options of a [`BlockingDisk`](crate::BlockingDisk).
+#[derive(Debug, Clone)]
+pub struct BlockingOptions {
+    pub(crate) threads: usize,
+    pub(crate) in_flight_max: usize,
+    pub(crate) alignment: usize,
+    pub(crate) spin: Duration,
+    pub(crate) thread_name: String,
+}
+
+impl Default for BlockingOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BlockingOptions {
+    /// 32 threads (enough to keep 32 reads in flight on a device), at most 1024 operations in
+    /// flight, buffers aligned to 4096, and 50 µs of spinning (see [`spin`](Self::spin)).
+    pub fn new() -> Self {
+        Self {
+            threads: 32,
+            in_flight_max: 1024,
+            alignment: 4096,
+            spin: Duration::from_micros(50),
+            thread_name: "diskio-blocking".to_owned(),
+        }
+    }
+
+    /// Number of worker threads: the most system calls in flight at once (1..=[`THREADS_MAX`]).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Most operations accepted and not yet finished (queued for a thread plus running); callers
+    /// beyond it wait, in order (1..=[`IN_FLIGHT_MAX`]).
+    pub fn in_flight_max(mut self, in_flight_max: usize) -> Self {
+        self.in_flight_max = in_flight_max;
+        self
+    }
+
+    /// Alignment of buffers from `alloc` (a power of two, 512..=1 MiB).
+    pub fn alignment(mut self, alignment: usize) -> Self {
+        self.alignment = alignment;
+        self
+    }
+
+    /// How long one idle worker polls for new work before sleeping, and how long a caller that is
+    /// alone in the queue polls for its result before yielding to its runtime. Spinning saves two
+    /// wake-ups (several µs each) per operation at queue depth 1 and costs CPU while idle (one
+    /// worker at most, and the caller's runtime thread for at most this long); 0 disables it.
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// Prefix of the worker threads' names.
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = name.into();
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        check_within("threads", self.threads, 1, THREADS_MAX)?;
+        check_within("in_flight_max", self.in_flight_max, 1, IN_FLIGHT_MAX)?;
+        check_common(self.alignment, &[("spin", self.spin)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_out_of_range_are_refused() {
+        for bad in [
+            BlockingOptions::new().threads(0),
+            BlockingOptions::new().threads(THREADS_MAX + 1),
+            BlockingOptions::new().in_flight_max(0),
+            BlockingOptions::new().alignment(3000),
+            BlockingOptions::new().spin(Duration::from_millis(101)),
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(diskio::Error::InvalidInput { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(BlockingOptions::new().validate().is_ok());
+    }
+}

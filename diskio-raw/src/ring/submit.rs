@@ -1,0 +1,89 @@
+//! Submission: pushing entries and entering the kernel.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use io_uring::squeue;
+
+use super::Ring;
+use super::slots::{Deliveries, State};
+
+impl Ring {
+    /// Pushes entries, flushing the submission queue into the kernel when it is full.
+    ///
+    /// # Safety
+    ///
+    /// As [`run`](Self::run), for each entry.
+    pub(super) unsafe fn push_locked(
+        &self,
+        st: &mut State,
+        sqes: &[squeue::Entry],
+        out: &mut Deliveries,
+    ) {
+        // SAFETY: the state lock is held, and it is the only place a submission queue is made,
+        // so no other `SubmissionQueue` exists.
+        let mut sq = unsafe { self.uring.submission_shared() };
+        // SAFETY: the caller vouches for the entries.
+        while unsafe { sq.push_multiple(sqes) }.is_err() {
+            // Full: hand what is queued to the kernel, reaping to make room if it pushes back.
+            sq.sync();
+            match self.uring.submitter().submit() {
+                Ok(_) => {}
+                Err(e) if retryable(&e) => {
+                    // The completion queue is backed up: reap to make room (delivered by the
+                    // caller once the lock is released).
+                    self.reap_locked(st, out);
+                    std::thread::yield_now();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "io_uring_enter failed while flushing a full queue");
+                    std::thread::yield_now();
+                }
+            }
+            sq.sync();
+        }
+        sq.sync();
+    }
+
+    /// Submits whatever is queued. Errors the kernel may return under pressure are retried;
+    /// the entries stay queued for the next `io_uring_enter` (the reaper's included), so an
+    /// operation is never lost.
+    pub(super) fn enter(&self) {
+        loop {
+            match self.uring.submitter().submit() {
+                Ok(n) => {
+                    self.counters.enters.fetch_add(1, Ordering::Relaxed);
+                    self.counters.sqes.fetch_add(n as u64, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if retryable(&e) => {
+                    // The completion queue is backed up: reap, then let the reaper's enter
+                    // submit what is left.
+                    self.reap_and_deliver();
+                    self.ensure_reaper();
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "io_uring_enter failed; the reaper will retry");
+                    self.ensure_reaper();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Makes sure the reaper is waiting in the kernel if anything is outstanding.
+    pub(super) fn ensure_reaper(&self) {
+        let mut st = self.lock();
+        if st.unreaped > 0 && st.reaper_parked {
+            st.reaper_parked = false;
+            drop(st);
+            self.reaper_wake.notify_one();
+        }
+    }
+}
+
+pub(super) fn retryable(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN))
+}
