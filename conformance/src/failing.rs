@@ -25,7 +25,7 @@ pub enum FaultTarget {
     /// operation that changes a file or a directory.
     Any,
     /// Opens that ask for `O_DIRECT` (with `EINVAL`: a filesystem that refuses direct I/O, such
-    /// as tmpfs). Not counted by [`Any`](Self::Any).
+    /// as tmpfs before Linux 6.6). Not counted by [`Any`](Self::Any).
     DirectOpen,
 }
 

@@ -36,7 +36,7 @@ impl<D> Cx<D> {
 ///
 /// Created under `$DISKIO_TEST_DIR` if set, else under the system's temporary directory. Point
 /// `DISKIO_TEST_DIR` at the filesystem you care about: `O_DIRECT` scenarios skip on filesystems
-/// that refuse `O_DIRECT` (tmpfs).
+/// that refuse `O_DIRECT` (tmpfs before Linux 6.6, some FUSE and network filesystems).
 #[derive(Debug)]
 pub struct ScratchDir {
     path: PathBuf,
@@ -80,7 +80,7 @@ pub fn report_skip(test: &str, reason: &str) {
     let _ = writeln!(err, "SKIPPED {test}: {reason}");
 }
 
-/// `Some(reason)` when the filesystem under `dir` refuses `O_DIRECT` (tmpfs, for one): tests
+/// `Some(reason)` when the filesystem under `dir` refuses `O_DIRECT` (tmpfs before Linux 6.6, for one): tests
 /// of direct I/O then skip with that reason.
 pub fn direct_io_refused(dir: &Path) -> Option<String> {
     let probe = dir.join(".direct-probe");

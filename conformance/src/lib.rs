@@ -12,7 +12,7 @@
 //! - Fault-injecting disks to test code built on `DiskIo`: [`FailingDisk`] (fails the Nth write
 //!   or sync) and [`CrashDisk`] (simulated power loss with torn sectors, from a printed seed).
 //!
-//! Scenarios that cannot run on a machine (no `O_DIRECT` on tmpfs, no way to forbid a file as
+//! Scenarios that cannot run on a machine (no `O_DIRECT` on the filesystem, no way to forbid a file as
 //! root, a backend that reports `Unsupported`) print `SKIPPED <test>: <reason>` to stderr, past
 //! the test harness's capture, and pass: never a silent pass.
 //!

@@ -26,7 +26,7 @@ pub enum WalError {
     /// lost. Reopen with [`RecoveryMode::StopAtDamage`](crate::RecoveryMode::StopAtDamage) to
     /// keep what is before the damage and cut the rest.
     #[error(
-        "corruption in {} at offset {offset} (expected LSN {lsn}: {reason}), with valid records after it",
+        "corruption in {} at offset {offset} (expected LSN {lsn}: {damage}), with valid records after it",
         segment.display()
     )]
     Corrupt {
@@ -37,7 +37,7 @@ pub enum WalError {
         /// The LSN expected there.
         lsn: Lsn,
         /// What was wrong with it.
-        reason: String,
+        damage: Damage,
     },
     /// A segment in the middle of the log is missing (LSNs jump between two segments).
     #[error("segment missing: the log jumps from LSN {expected} to {found} at {}", segment.display())]
@@ -50,12 +50,12 @@ pub enum WalError {
         found: Lsn,
     },
     /// A segment's header cannot be read.
-    #[error("bad segment header in {}: {reason}", segment.display())]
+    #[error("bad segment header in {}: {fault}", segment.display())]
     BadHeader {
         /// The segment file.
         segment: PathBuf,
         /// What is wrong.
-        reason: String,
+        fault: HeaderFault,
     },
     /// A record larger than [`WalOptions::record_max`](crate::WalOptions::record_max).
     #[error("a record of {len} bytes is larger than record_max ({max})")]
@@ -93,4 +93,93 @@ impl From<diskio::Error> for WalError {
     fn from(e: diskio::Error) -> Self {
         WalError::Io(Arc::new(e))
     }
+}
+
+/// What is wrong with the bytes found where a record was expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Damage {
+    /// Too few bytes left for a frame header, and not all zeros.
+    #[error("a partial frame header")]
+    PartialHeader,
+    /// A frame with another LSN than the one expected there (stale or misplaced).
+    #[error("not the expected LSN (found {found})")]
+    WrongLsn {
+        /// The LSN the frame carries.
+        found: Lsn,
+    },
+    /// A length above `record_max`.
+    #[error("a length above record_max ({len} bytes)")]
+    TooLong {
+        /// The length the frame claims.
+        len: usize,
+    },
+    /// A frame that runs past the end of the segment.
+    #[error("a frame running past the end of the segment ({len} bytes)")]
+    PastEnd {
+        /// The length the frame claims.
+        len: usize,
+    },
+    /// The frame's CRC32C does not match its bytes.
+    #[error("a checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    ChecksumMismatch {
+        /// The CRC stored in the frame.
+        stored: u32,
+        /// The CRC of the bytes found.
+        computed: u32,
+    },
+    /// A group LSN of 0 or after the record's own.
+    #[error("a group LSN after the record's own ({group})")]
+    BadGroup {
+        /// The group LSN the frame carries.
+        group: Lsn,
+    },
+    /// Zeros where the record should be, with written bytes after them.
+    #[error("zeros followed by written bytes")]
+    ZerosThenData,
+    /// A record that was durable when the reader looked reads as zeros.
+    #[error("a durable record reads as zeros")]
+    DurableZeros,
+}
+
+/// Why a segment header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderFault {
+    /// Fewer bytes than a header.
+    #[error("the file is shorter than a segment header")]
+    Short,
+    /// Not a diskio WAL segment.
+    #[error("not a diskio WAL segment (bad magic)")]
+    Magic,
+    /// Written by another version of the format.
+    #[error("format version {found}; this build reads version {supported}")]
+    Version {
+        /// The version in the header.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// The header's checksum does not match.
+    #[error("the segment header's checksum does not match")]
+    Checksum,
+    /// The fields are inconsistent (header length, LSN 0).
+    #[error("the segment header's fields are inconsistent")]
+    Fields,
+    /// The header's first LSN is not the one in the file's name.
+    #[error("the header says first LSN {header}, the name says {name}")]
+    NameMismatch {
+        /// The first LSN in the header.
+        header: Lsn,
+        /// The first LSN in the name.
+        name: Lsn,
+    },
+    /// The segment starts before the LSN the previous segment reached.
+    #[error("it starts at LSN {first}, before LSN {expected} which the previous segment reached")]
+    Overlap {
+        /// The segment's first LSN.
+        first: Lsn,
+        /// The LSN the previous segment reached.
+        expected: Lsn,
+    },
 }

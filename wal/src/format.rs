@@ -45,6 +45,7 @@
 //! compute the rest.)
 
 use crate::Lsn;
+use crate::error::{Damage, HeaderFault};
 
 /// Bytes of the segment header: one 4 KiB block.
 pub const HEADER_LEN: usize = 4096;
@@ -60,6 +61,10 @@ pub const VERSION: u32 = 1;
 
 /// Bytes of the header that carry fields (the rest is zeros).
 const HEADER_FIELDS: usize = 36;
+
+/// The block `direct_io` writes in: the page size, and the physical sector of common devices.
+/// Groups are written as whole blocks of this size; `segment_bytes` must be a multiple of it.
+pub const DIRECT_BLOCK: u64 = 4096;
 
 /// Suffix of segment files.
 pub const SEGMENT_SUFFIX: &str = ".wal";
@@ -90,35 +95,6 @@ pub struct SegmentHeader {
     pub salt: u64,
 }
 
-/// Why a segment header was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderError {
-    /// Fewer than [`HEADER_LEN`] bytes.
-    Short,
-    /// Not a diskio WAL segment.
-    Magic,
-    /// Written by another version of the format.
-    Version(u32),
-    /// The header's checksum does not match.
-    Checksum,
-    /// The fields are inconsistent (header length, LSN 0).
-    Fields,
-}
-
-impl std::fmt::Display for HeaderError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HeaderError::Short => write!(f, "the file is shorter than a segment header"),
-            HeaderError::Magic => write!(f, "not a diskio WAL segment (bad magic)"),
-            HeaderError::Version(v) => {
-                write!(f, "format version {v}; this build reads version {VERSION}")
-            }
-            HeaderError::Checksum => write!(f, "the segment header's checksum does not match"),
-            HeaderError::Fields => write!(f, "the segment header's fields are inconsistent"),
-        }
-    }
-}
-
 impl SegmentHeader {
     /// Encodes the header into the first [`HEADER_LEN`] bytes of `out`.
     pub fn encode(&self, out: &mut [u8; HEADER_LEN]) {
@@ -136,24 +112,27 @@ impl SegmentHeader {
     ///
     /// # Errors
     ///
-    /// [`HeaderError`] naming what is wrong.
-    pub fn decode(bytes: &[u8]) -> Result<Self, HeaderError> {
+    /// [`HeaderFault`] naming what is wrong.
+    pub fn decode(bytes: &[u8]) -> Result<Self, HeaderFault> {
         if bytes.len() < HEADER_LEN {
-            return Err(HeaderError::Short);
+            return Err(HeaderFault::Short);
         }
         if bytes[0..8] != MAGIC {
-            return Err(HeaderError::Magic);
+            return Err(HeaderFault::Magic);
         }
         let version = le_u32(&bytes[8..12]);
         if version != VERSION {
-            return Err(HeaderError::Version(version));
+            return Err(HeaderFault::Version {
+                found: version,
+                supported: VERSION,
+            });
         }
         if le_u32(&bytes[32..36]) != crc32c::crc32c(&bytes[0..32]) {
-            return Err(HeaderError::Checksum);
+            return Err(HeaderFault::Checksum);
         }
         let first_lsn = le_u64(&bytes[16..24]);
         if le_u32(&bytes[12..16]) as usize != HEADER_LEN || first_lsn == 0 {
-            return Err(HeaderError::Fields);
+            return Err(HeaderFault::Fields);
         }
         Ok(Self {
             first_lsn,
@@ -213,7 +192,7 @@ pub enum Frame<'a> {
     /// written.
     End,
     /// Something that is not the expected record: torn, corrupt, stale or misplaced.
-    Invalid(&'static str),
+    Invalid(Damage),
 }
 
 /// Decodes the frame at the start of `bytes`, expecting LSN `lsn` in a segment with `salt`;
@@ -223,7 +202,7 @@ pub fn decode_frame(bytes: &[u8], lsn: Lsn, salt: u64, record_max: usize) -> Fra
         return if bytes.iter().all(|&b| b == 0) {
             Frame::End
         } else {
-            Frame::Invalid("a partial frame header")
+            Frame::Invalid(Damage::PartialHeader)
         };
     }
     let header = &bytes[..FRAME_HEADER_LEN];
@@ -231,26 +210,31 @@ pub fn decode_frame(bytes: &[u8], lsn: Lsn, salt: u64, record_max: usize) -> Fra
         return Frame::End;
     }
     let len = le_u32(&header[4..8]) as usize;
-    if le_u64(&header[8..16]) != lsn {
-        return Frame::Invalid("not the expected LSN");
+    let found = le_u64(&header[8..16]);
+    if found != lsn {
+        return Frame::Invalid(Damage::WrongLsn { found });
     }
     if len > record_max {
-        return Frame::Invalid("a length above record_max");
+        return Frame::Invalid(Damage::TooLong { len });
     }
     let total = frame_len(len);
     if total > bytes.len() {
-        return Frame::Invalid("a frame running past the end of the segment");
+        return Frame::Invalid(Damage::PastEnd { len });
     }
     let payload = &bytes[FRAME_HEADER_LEN..FRAME_HEADER_LEN + len];
     let mut crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..16]), payload);
     crc = crc32c::crc32c_append(crc, &header[16..24]);
     crc = crc32c::crc32c_append(crc, &salt.to_le_bytes());
-    if crc != le_u32(&header[0..4]) {
-        return Frame::Invalid("a checksum mismatch");
+    let stored = le_u32(&header[0..4]);
+    if crc != stored {
+        return Frame::Invalid(Damage::ChecksumMismatch {
+            stored,
+            computed: crc,
+        });
     }
     let group = le_u64(&header[16..24]);
     if group == 0 || group > lsn {
-        return Frame::Invalid("a group LSN after the record's own");
+        return Frame::Invalid(Damage::BadGroup { group });
     }
     Frame::Record {
         payload,
@@ -316,16 +300,22 @@ mod tests {
         let mut h = [0u8; HEADER_LEN];
         hdr.encode(&mut h);
         assert_eq!(SegmentHeader::decode(&h).unwrap(), hdr);
-        assert_eq!(SegmentHeader::decode(&h[..100]), Err(HeaderError::Short));
+        assert_eq!(SegmentHeader::decode(&h[..100]), Err(HeaderFault::Short));
         let mut bad = h;
         bad[20] ^= 1;
-        assert_eq!(SegmentHeader::decode(&bad), Err(HeaderError::Checksum));
+        assert_eq!(SegmentHeader::decode(&bad), Err(HeaderFault::Checksum));
         let mut bad = h;
         bad[0] = b'X';
-        assert_eq!(SegmentHeader::decode(&bad), Err(HeaderError::Magic));
+        assert_eq!(SegmentHeader::decode(&bad), Err(HeaderFault::Magic));
         let mut bad = h;
         bad[8] = 2;
-        assert_eq!(SegmentHeader::decode(&bad), Err(HeaderError::Version(2)));
+        assert_eq!(
+            SegmentHeader::decode(&bad),
+            Err(HeaderFault::Version {
+                found: 2,
+                supported: VERSION
+            })
+        );
     }
 
     #[test]

@@ -47,7 +47,8 @@
 //! - **Bounded memory**: records above `record_max` are refused; `append` waits while
 //!   `queued_bytes_max` bytes are queued; readers hold one window.
 //!
-//! The on-disk format is drawn in the `format` module's source.
+//! The on-disk format is drawn in the source of the `format` module (`wal/src/format.rs`),
+//! public for the fuzzer and the tests but not part of the documented API.
 //!
 //! ## What survives a crash, and what does not
 //!
@@ -107,8 +108,10 @@
 //! - The active segment's latest groups (up to 2 MiB) stay in memory, so readers of fresh
 //!   records never go to the device; older records are read from the files.
 //! - The page cache holds no copy of what the log writes, and the write costs no copy into it.
-//!   `segment_bytes` must be a multiple of 4 KiB; a filesystem that refuses `O_DIRECT`
-//!   (tmpfs) makes `open` fail.
+//!   `segment_bytes` must be a multiple of 4 KiB.
+//! - Where the filesystem refuses `O_DIRECT` (tmpfs before Linux 6.6, some FUSE and network
+//!   filesystems), `open` does not fail: the log writes through the page cache instead, logs
+//!   why (`tracing` warning), and [`Wal::is_direct_io`] says so.
 //!
 //! ## Partitions
 //!
@@ -118,129 +121,32 @@
 
 #![forbid(unsafe_code)]
 
+mod backend;
+mod committer;
+mod direct;
 mod error;
+#[doc(hidden)] // the on-disk format, public for the fuzzer and the tests; not a stable API
 pub mod format;
-mod log;
 mod options;
 mod partitioned;
 mod queue;
 mod reader;
 mod recovery;
+mod segments;
+mod state;
+mod stats;
+mod wal;
 
-pub use error::{Result, WalError};
-pub use log::Wal;
+pub use backend::DefaultDisk;
+#[cfg(any(feature = "raw", feature = "uring"))]
+pub use backend::auto_disk;
+pub use error::{Damage, HeaderFault, Result, WalError};
 pub use options::{Durability, RecoveryMode, WalOptions};
 pub use partitioned::{PARTITIONS_MAX, Partitioned};
 pub use reader::{Batch, Reader, Record};
 pub use recovery::{Cut, RecoveryReport};
+pub use stats::{Summary, WalStats};
+pub use wal::Wal;
 
 /// A log sequence number: 1 for the first record ever appended, one more for each next one.
 pub type Lsn = u64;
-
-/// The backend selected by cargo feature: `diskio_raw::RawDisk` with `raw`, else
-/// `diskio_uring::UringDisk` with `uring`, else `diskio_blocking::BlockingDisk`.
-#[cfg(feature = "raw")]
-pub type DefaultDisk = diskio_raw::RawDisk;
-
-/// The backend selected by cargo feature: `diskio_raw::RawDisk` with `raw`, else
-/// `diskio_uring::UringDisk` with `uring`, else `diskio_blocking::BlockingDisk`.
-#[cfg(all(feature = "uring", not(feature = "raw")))]
-pub type DefaultDisk = diskio_uring::UringDisk;
-
-/// The backend selected by cargo feature: `diskio_raw::RawDisk` with `raw`, else
-/// `diskio_uring::UringDisk` with `uring`, else `diskio_blocking::BlockingDisk`.
-#[cfg(not(any(feature = "raw", feature = "uring")))]
-pub type DefaultDisk = diskio_blocking::BlockingDisk;
-
-/// The io_uring backend if this machine allows it, else the blocking one; the reason for a
-/// fallback is logged (`tracing`) and returned.
-///
-/// # Errors
-///
-/// If neither backend can start.
-#[cfg(feature = "raw")]
-pub fn auto_disk() -> diskio::Result<(std::sync::Arc<dyn diskio::DynDiskIo>, Option<String>)> {
-    let auto = diskio_raw::auto(
-        diskio_raw::RawOptions::new(),
-        diskio_blocking::BlockingOptions::new(),
-    )?;
-    Ok((auto.disk, auto.fallback_reason))
-}
-
-/// The io_uring backend if this machine allows it, else the blocking one; the reason for a
-/// fallback is logged (`tracing`) and returned.
-///
-/// # Errors
-///
-/// If neither backend can start.
-#[cfg(all(feature = "uring", not(feature = "raw")))]
-pub fn auto_disk() -> diskio::Result<(std::sync::Arc<dyn diskio::DynDiskIo>, Option<String>)> {
-    let auto = diskio_uring::auto(
-        diskio_uring::UringOptions::new(),
-        diskio_blocking::BlockingOptions::new(),
-    )?;
-    Ok((auto.disk, auto.fallback_reason))
-}
-
-/// Counters and distributions of a [`Wal`] since it was opened ([`Wal::stats`]).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct WalStats {
-    /// Records appended.
-    pub appends: u64,
-    /// Groups written (one write, and in `Sync` one sync, each).
-    pub groups: u64,
-    /// Bytes written in groups (frames, headers included).
-    pub bytes_written: u64,
-    /// Syncs of the log's data (a group's write + sync counts once).
-    pub syncs: u64,
-    /// Segments started after the first.
-    pub rotations: u64,
-    /// Records per group.
-    pub group_records: Summary,
-    /// Per group, µs from its oldest record being queued to the group being done (durable in
-    /// `Sync`): the longest wait of that group's appenders.
-    pub commit_us: Summary,
-    /// Per sync (a group's write + sync in `Sync` mode), µs.
-    pub sync_us: Summary,
-}
-
-impl WalStats {
-    /// Records per group, on average: how much group commit saved.
-    pub fn records_per_group(&self) -> f64 {
-        if self.groups == 0 {
-            0.0
-        } else {
-            self.appends as f64 / self.groups as f64
-        }
-    }
-}
-
-/// A distribution in brief.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Summary {
-    /// Values recorded.
-    pub count: u64,
-    /// Mean.
-    pub mean: f64,
-    /// Median.
-    pub p50: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// Largest.
-    pub max: f64,
-}
-
-impl Summary {
-    pub(crate) fn of(h: &hdrhistogram::Histogram<u64>, unit: f64) -> Self {
-        if h.is_empty() {
-            return Self::default();
-        }
-        Self {
-            count: h.len(),
-            mean: h.mean() / unit,
-            p50: h.value_at_quantile(0.5) as f64 / unit,
-            p99: h.value_at_quantile(0.99) as f64 / unit,
-            max: h.max() as f64 / unit,
-        }
-    }
-}

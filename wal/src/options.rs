@@ -124,7 +124,7 @@ impl WalOptions {
     /// memory and written again, completed, by the next group (its earlier bytes unchanged, so
     /// a torn rewrite keeps them, sector writes being atomic). The page cache holds no copy of
     /// the log. `segment_bytes` must then be a multiple of 4 KiB. Where the filesystem refuses
-    /// `O_DIRECT` (tmpfs), [`Wal::open`](crate::Wal::open) writes through the page cache
+    /// `O_DIRECT` (tmpfs before Linux 6.6, some FUSE and network filesystems), [`Wal::open`](crate::Wal::open) writes through the page cache
     /// instead, logs why (`tracing` warning), and [`Wal::is_direct_io`](crate::Wal::is_direct_io)
     /// says so.
     pub fn direct_io(mut self, on: bool) -> Self {
@@ -166,10 +166,10 @@ impl WalOptions {
                 ));
             }
         }
-        if self.direct_io && self.segment_bytes % crate::log::DIRECT_BLOCK != 0 {
+        if self.direct_io && self.segment_bytes % crate::format::DIRECT_BLOCK != 0 {
             return bad(format!(
                 "with direct_io, segment_bytes must be a multiple of {} bytes, not {}",
-                crate::log::DIRECT_BLOCK,
+                crate::format::DIRECT_BLOCK,
                 self.segment_bytes
             ));
         }

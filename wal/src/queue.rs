@@ -30,6 +30,11 @@ impl Queue {
         self.chunks.is_empty()
     }
 
+    /// Records queued.
+    pub(crate) fn records(&self) -> u64 {
+        self.chunks.iter().map(|c| c.records).sum()
+    }
+
     /// Encodes the frame of `payload` with `lsn` at the end of the queue.
     pub(crate) fn push(&mut self, lsn: Lsn, payload: &[u8]) {
         let need = frame_len(payload.len());

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use diskio::{DiskIo, FileId, OpenOptions};
 
 use crate::Lsn;
-use crate::error::{Result, WalError};
+use crate::error::{Damage, Result, WalError};
 use crate::format::{FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, decode_frame, frame_len};
-use crate::log::Inner;
+use crate::state::Inner;
 
 /// Bytes read from a segment at a time (more when one record is larger).
 const WINDOW: usize = 256 << 10;
@@ -237,13 +237,13 @@ impl<D: DiskIo> Reader<D> {
                         seg.window_at = seg.pos;
                         continue;
                     }
-                    let reason =
+                    let damage =
                         match decode_frame(&seg.window[at..], seg.lsn, seg.salt, record_max) {
-                            Frame::Invalid(r) if !continues => Some(r),
-                            Frame::End if !continues => Some("a durable record reads as zeros"),
+                            Frame::Invalid(d) if !continues => Some(d),
+                            Frame::End if !continues => Some(Damage::DurableZeros),
                             _ => None,
                         };
-                    if let Some(reason) = reason {
+                    if let Some(damage) = damage {
                         let path = segments
                             .iter()
                             .rev()
@@ -254,7 +254,7 @@ impl<D: DiskIo> Reader<D> {
                             segment: path,
                             offset: seg.pos,
                             lsn: seg.lsn,
-                            reason: reason.to_owned(),
+                            damage,
                         });
                     }
                     self.next = self.next.max(seg.lsn);
@@ -305,7 +305,7 @@ impl<D: DiskIo> Reader<D> {
                 disk.close(file).await?;
                 return Err(WalError::BadHeader {
                     segment: seg.path.clone(),
-                    reason: e.to_string(),
+                    fault: e,
                 });
             }
         };
@@ -355,7 +355,11 @@ async fn fill<D: DiskIo>(
     let want = need.max(WINDOW);
     seg.window.clear();
     seg.window_at = seg.pos;
-    if inner.read_recent(seg.first_lsn, seg.pos, want, &mut seg.window) > 0 {
+    if inner
+        .direct
+        .read(seg.first_lsn, seg.pos, want, &mut seg.window)
+        > 0
+    {
         // Held bytes end where the last group ended: nothing past them to read.
         return Ok(());
     }

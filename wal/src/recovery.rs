@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions, SyncKind};
 
 use crate::Lsn;
-use crate::error::{Result, WalError};
+use crate::error::{Damage, HeaderFault, Result, WalError};
 use crate::format::{
     FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, TEMP_SUFFIX, decode_frame,
     parse_segment_name,
@@ -40,7 +40,7 @@ pub struct Cut {
     /// The LSN that was expected there (the next append gets it).
     pub lsn: Lsn,
     /// What was found there.
-    pub reason: String,
+    pub damage: Damage,
     /// `true` for a torn tail (nothing valid after the damage); `false` for damage with valid
     /// records after it, cut because of [`RecoveryMode::StopAtDamage`].
     pub torn_tail: bool,
@@ -109,10 +109,10 @@ pub(crate) async fn recover<D: DiskIo>(
                 disk.close(file).await?;
                 return Err(WalError::BadHeader {
                     segment: seg.path,
-                    reason: format!(
-                        "the header says first LSN {}, the name says otherwise",
-                        h.first_lsn
-                    ),
+                    fault: HeaderFault::NameMismatch {
+                        header: h.first_lsn,
+                        name: seg.first_lsn,
+                    },
                 });
             }
             Err(e) => {
@@ -127,7 +127,7 @@ pub(crate) async fn recover<D: DiskIo>(
                 }
                 return Err(WalError::BadHeader {
                     segment: seg.path,
-                    reason: e.to_string(),
+                    fault: e,
                 });
             }
         };
@@ -142,10 +142,10 @@ pub(crate) async fn recover<D: DiskIo>(
             }
             return Err(WalError::BadHeader {
                 segment: seg.path,
-                reason: format!(
-                    "it starts at LSN {}, before LSN {expected} which the previous segment reached",
-                    seg.first_lsn
-                ),
+                fault: HeaderFault::Overlap {
+                    first: seg.first_lsn,
+                    expected,
+                },
             });
         }
         let mut at = HEADER_LEN;
@@ -157,7 +157,7 @@ pub(crate) async fn recover<D: DiskIo>(
                     at += frame_len;
                 }
                 Frame::End => break None,
-                Frame::Invalid(reason) => break Some(reason),
+                Frame::Invalid(damage) => break Some(damage),
             }
         };
         let dirty_tail = image[at..].iter().any(|&b| b != 0);
@@ -181,7 +181,7 @@ pub(crate) async fn recover<D: DiskIo>(
             }
         }
         if damage.is_some() || dirty_tail {
-            let reason = damage.unwrap_or("zeros followed by written bytes");
+            let damage = damage.unwrap_or(Damage::ZerosThenData);
             // A later group after the damage proves the damaged record was synced (groups are
             // written one after the other, each once the one before is durable): corruption.
             // Nothing after it, or only records of its own group: a write that never finished.
@@ -193,7 +193,7 @@ pub(crate) async fn recover<D: DiskIo>(
                     segment: seg.path,
                     offset: at as u64,
                     lsn: expected,
-                    reason: reason.to_owned(),
+                    damage,
                 });
             }
             zero_from(disk, file, &image, at).await?;
@@ -209,7 +209,7 @@ pub(crate) async fn recover<D: DiskIo>(
                 segment: seg.path.clone(),
                 offset: at as u64,
                 lsn: expected,
-                reason: reason.to_owned(),
+                damage,
                 torn_tail,
             });
         }
@@ -229,9 +229,9 @@ pub(crate) async fn recover<D: DiskIo>(
                 .open(&seg.path, &OpenOptions::new().read(true).write(true))
                 .await?;
             let image = read_whole(disk, file).await?;
-            let header = SegmentHeader::decode(&image).map_err(|e| WalError::BadHeader {
+            let header = SegmentHeader::decode(&image).map_err(|fault| WalError::BadHeader {
                 segment: seg.path.clone(),
-                reason: e.to_string(),
+                fault,
             })?;
             let mut at = HEADER_LEN;
             let mut lsn = seg.first_lsn;

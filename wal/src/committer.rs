@@ -1,0 +1,361 @@
+//! The committer: one task at a time takes the queued records as a group, writes it with one
+//! write (and in `Sync` mode one sync), moves the watermarks and wakes the appenders; while it
+//! writes, the next group gathers. It exists while there is work.
+
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
+
+use diskio::{AlignedBuf, DiskIo, FileId, SyncKind};
+use tracing::Instrument;
+
+use crate::Lsn;
+use crate::error::{Result, WalError};
+use crate::format::{DIRECT_BLOCK, seal_frames};
+use crate::options::Durability;
+use crate::queue::Chunk;
+use crate::state::Inner;
+
+/// What the committer does next.
+enum Work {
+    /// Write (and in `Sync` mode sync) a group.
+    Write(Group),
+    /// The next record does not fit in the active segment: seal it, start the next.
+    Rotate,
+    /// Sync what is written (`Wal::sync`, `Periodic`).
+    Sync(FileId),
+}
+
+/// Records taken from the queue to go down together, and where they go.
+struct Group {
+    /// Their frames, CRCs still partial.
+    chunks: Vec<Chunk>,
+    /// The first record's LSN.
+    first: Lsn,
+    records: u64,
+    /// When the oldest of them was queued.
+    since: Option<Instant>,
+    /// The active segment's file, salt, and the offset the group starts at.
+    file: FileId,
+    salt: u64,
+    offset: u64,
+}
+
+impl Group {
+    /// Bytes of the group's frames.
+    fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.bytes.len()).sum()
+    }
+}
+
+impl<D: DiskIo> Inner<D> {
+    /// Starts a committer task on the current Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Poisoned`] (and the log poisoned) when no runtime is at hand.
+    pub(crate) fn spawn_committer(inner: &Arc<Self>) -> Result<()> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(Self::commit_loop(CommitterGuard::new(inner)));
+                Ok(())
+            }
+            Err(_) => {
+                let cause = Arc::new(diskio::Error::Unsupported {
+                    reason: "the WAL must be called from within a Tokio runtime".to_owned(),
+                });
+                inner.poison_with(cause.clone());
+                Err(WalError::Poisoned { cause })
+            }
+        }
+    }
+
+    /// The committer: takes groups from the queue and writes (and syncs) them, one after the
+    /// other, until the queue is empty.
+    async fn commit_loop(mut guard: CommitterGuard<D>) {
+        let inner = Arc::clone(&guard.inner);
+        while let Some(work) = inner.next_work() {
+            let res = match work {
+                Work::Write(group) => {
+                    let span = tracing::debug_span!(
+                        "wal_group",
+                        first = group.first,
+                        records = group.records,
+                        offset = group.offset
+                    );
+                    inner.write_group(group).instrument(span).await
+                }
+                Work::Rotate => {
+                    let span = tracing::debug_span!("wal_rotate", dir = %inner.dir.display());
+                    Inner::rotate(&inner).instrument(span).await
+                }
+                Work::Sync(file) => inner.sync_active(file).await,
+            };
+            if let Err(cause) = res {
+                inner.poison_with(Arc::new(cause));
+                break;
+            }
+        }
+        guard.finished = true;
+    }
+
+    /// Decides the committer's next step under the lock; `None` when there is nothing to do
+    /// (and the committer is marked stopped in the same critical section).
+    fn next_work(&self) -> Option<Work> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if st.poison.is_some() {
+            st.committing = false;
+            return None;
+        }
+        let Some(active) = st.segments.active.as_ref() else {
+            st.committing = false;
+            return None;
+        };
+        let (file, salt, offset) = (active.file, active.salt, active.offset);
+        let marks = &st.marks;
+        if let Durability::Periodic(every) = self.opts.durability {
+            if marks.durable_end < marks.written_end && marks.last_sync.elapsed() >= every {
+                return Some(Work::Sync(file));
+            }
+        }
+        if st.pending.queue.is_empty() {
+            if st.sync_wanted && st.marks.durable_end < st.marks.written_end {
+                return Some(Work::Sync(file));
+            }
+            st.sync_wanted = false;
+            st.committing = false;
+            drop(guard);
+            self.progress.notify_waiters();
+            return None;
+        }
+        let room = self.opts.segment_bytes.saturating_sub(offset);
+        let limit = (self.opts.group_bytes_max as u64).min(room) as usize;
+        let pending = &mut st.pending;
+        let chunks = pending.queue.take(limit);
+        if chunks.is_empty() {
+            // The first frame does not fit in this segment.
+            return Some(Work::Rotate);
+        }
+        let records: u64 = chunks.iter().map(|c| c.records).sum();
+        let first = pending.first;
+        pending.first += records;
+        debug_assert_eq!(pending.first + pending.queue.records(), st.next_lsn);
+        // What stays queued waited at least since now (a close enough bound for the next group).
+        let since = if pending.queue.is_empty() {
+            pending.since.take()
+        } else {
+            pending.since.replace(Instant::now())
+        };
+        Some(Work::Write(Group {
+            chunks,
+            first,
+            records,
+            since,
+            file,
+            salt,
+            offset,
+        }))
+    }
+
+    async fn write_group(&self, mut group: Group) -> diskio::Result<()> {
+        for c in &mut group.chunks {
+            seal_frames(&mut c.bytes, group.first, group.salt);
+        }
+        // With `direct_io` the write starts at the last block boundary, with the bytes already
+        // there, and is padded with zeros to whole blocks.
+        let direct = self.opts.direct_io;
+        let prefix = if direct {
+            self.direct.take_tail()
+        } else {
+            Vec::new()
+        };
+        let buf = self.write_buf(&prefix, &group.chunks)?;
+        let len = group.len();
+        let written = buf.len();
+        let prefix_len = prefix.len();
+        let at = group.offset - prefix_len as u64;
+        debug_assert!(!direct || at % DIRECT_BLOCK == 0 && written as u64 % DIRECT_BLOCK == 0);
+        // The new tail reuses the old one's memory.
+        let mut next_tail = prefix;
+        next_tail.clear();
+        if direct {
+            let end = prefix_len + len;
+            let block_start = end - end % DIRECT_BLOCK as usize;
+            next_tail.extend_from_slice(&buf[block_start..end]);
+        }
+        {
+            let mut st = self.lock();
+            for c in std::mem::take(&mut group.chunks) {
+                st.pending.queue.recycle(c.bytes);
+            }
+        }
+        let synced = self.opts.durability == Durability::Sync;
+        let started = Instant::now();
+        let back = if synced {
+            let (res, mut back) = self
+                .disk
+                .write_sync_at(group.file, vec![buf], at, SyncKind::Data)
+                .await;
+            res?;
+            self.counters.note_sync(started);
+            back.pop()
+        } else {
+            let (res, back) = self.disk.write_all_at(group.file, buf, at).await;
+            res?;
+            Some(back)
+        };
+        let end = group.offset + len as u64;
+        if direct {
+            let bytes = back
+                .as_ref()
+                .and_then(|b| b.get(prefix_len..prefix_len + len));
+            self.direct.group_written(next_tail, bytes, end);
+        }
+        if let Some(back) = back {
+            *self
+                .write_buf
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(back);
+        }
+        self.counters
+            .note_group(group.records, written as u64, group.since);
+        {
+            let mut st = self.lock();
+            if let Some(a) = st.segments.active.as_mut() {
+                debug_assert_eq!(a.offset, group.offset, "a group moved the active segment");
+                a.offset = end;
+            }
+            debug_assert_eq!(st.marks.written_end, group.first);
+            st.marks.written_end = group.first + group.records;
+            if synced {
+                st.marks.durable_end = st.marks.written_end;
+                st.marks.last_sync = Instant::now();
+            }
+            debug_assert!(st.pending.bytes >= len, "more written than was queued");
+            st.pending.bytes -= len;
+        }
+        self.progress.notify_waiters();
+        self.space.notify_waiters();
+        Ok(())
+    }
+
+    /// `prefix` and the group's bytes in the committer's aligned buffer, reused from group to
+    /// group (grown when a group is larger than any before); with `direct_io`, padded with
+    /// zeros to whole blocks.
+    fn write_buf(&self, prefix: &[u8], chunks: &[Chunk]) -> diskio::Result<AlignedBuf> {
+        let data = prefix.len() + chunks.iter().map(|c| c.bytes.len()).sum::<usize>();
+        let len = if self.opts.direct_io {
+            data.next_multiple_of(DIRECT_BLOCK as usize)
+        } else {
+            data
+        };
+        let kept = self
+            .write_buf
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut buf = match kept {
+            Some(b) if b.capacity() >= len => b,
+            _ => AlignedBuf::with_capacity(
+                len.next_power_of_two().max(64 << 10),
+                self.disk.alignment(),
+            )?,
+        };
+        buf.clear();
+        buf.extend_from_slice(prefix)?;
+        for c in chunks {
+            buf.extend_from_slice(&c.bytes)?;
+        }
+        if len > data {
+            buf.resize(len)?;
+            buf[data..].fill(0);
+        }
+        Ok(buf)
+    }
+
+    /// Syncs the active segment: everything written so far becomes durable.
+    pub(crate) async fn sync_active(&self, file: FileId) -> diskio::Result<()> {
+        let target = self.lock().marks.written_end;
+        let started = Instant::now();
+        self.disk.fsync(file, SyncKind::Data).await?;
+        self.counters.note_sync(started);
+        {
+            let mut st = self.lock();
+            st.marks.durable_end = st.marks.durable_end.max(target);
+            st.marks.last_sync = Instant::now();
+        }
+        self.progress.notify_waiters();
+        Ok(())
+    }
+
+    /// Starts the `Periodic` timer: a thread that asks for a sync every `every` while records
+    /// wait to be durable and the committer has not synced meanwhile.
+    pub(crate) fn start_ticker(inner: &Arc<Self>, every: std::time::Duration) -> Result<()> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            WalError::InvalidOptions("Periodic durability needs a Tokio runtime at open".to_owned())
+        })?;
+        let weak = Arc::downgrade(inner);
+        let thread = std::thread::Builder::new()
+            .name("wal-periodic".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::park_timeout(every);
+                    let Some(inner) = weak.upgrade() else { return };
+                    let start = {
+                        let mut st = inner.lock();
+                        if st.closed || st.poison.is_some() {
+                            return;
+                        }
+                        let marks = &st.marks;
+                        if marks.durable_end >= st.next_lsn || marks.last_sync.elapsed() < every {
+                            continue;
+                        }
+                        st.sync_wanted = true;
+                        let start = !st.committing;
+                        st.committing = true;
+                        start
+                    };
+                    if start {
+                        handle.spawn(Self::commit_loop(CommitterGuard::new(&inner)));
+                    }
+                }
+            })
+            .map_err(|e| {
+                WalError::from(diskio::Error::io(
+                    diskio::Context::new(diskio::Op::Setup),
+                    e,
+                ))
+            })?;
+        *inner.ticker.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(thread.thread().clone());
+        Ok(())
+    }
+}
+
+/// Owned by a committer task from before it is spawned: if the task is dropped before it
+/// finished (its runtime shut down, possibly before ever running it), the log is poisoned. The
+/// group it was writing may or may not be on disk, so nothing after it may be acknowledged, and
+/// no appender is left waiting for a committer that will never come.
+struct CommitterGuard<D: DiskIo> {
+    inner: Arc<Inner<D>>,
+    finished: bool,
+}
+
+impl<D: DiskIo> CommitterGuard<D> {
+    fn new(inner: &Arc<Inner<D>>) -> Self {
+        Self {
+            inner: Arc::clone(inner),
+            finished: false,
+        }
+    }
+}
+
+impl<D: DiskIo> Drop for CommitterGuard<D> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.inner.poison_with(Arc::new(diskio::Error::Shutdown {
+                ctx: diskio::Context::new(diskio::Op::WriteSync),
+            }));
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! What the handle, the committer and the segment work share: the log's state under one lock,
+//! and the wake-ups between them.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use diskio::{DiskIo, FileId};
+use tokio::sync::Notify;
+
+use crate::Lsn;
+use crate::direct::DirectCache;
+use crate::error::{Result, WalError};
+use crate::options::{Durability, WalOptions};
+use crate::queue::Queue;
+use crate::stats::Counters;
+
+/// Everything behind a [`Wal`](crate::Wal) handle and its clones.
+pub(crate) struct Inner<D> {
+    pub(crate) disk: D,
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: WalOptions,
+    state: Mutex<State>,
+    /// Woken when the written or durable watermark moves, or the log is poisoned or closed.
+    pub(crate) progress: Notify,
+    /// Woken when queued bytes drop.
+    pub(crate) space: Notify,
+    pub(crate) counters: Counters,
+    /// The committer's write buffer, kept between groups.
+    pub(crate) write_buf: Mutex<Option<diskio::AlignedBuf>>,
+    /// With `direct_io`: the tail block and the latest groups of the active segment.
+    pub(crate) direct: DirectCache,
+    /// The `Periodic` timer thread, woken to exit when the log closes or goes.
+    pub(crate) ticker: Mutex<Option<std::thread::Thread>>,
+}
+
+impl<D> Drop for Inner<D> {
+    fn drop(&mut self) {
+        let ticker = self
+            .ticker
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = ticker.take() {
+            t.unpark();
+        }
+    }
+}
+
+/// The log's state. Every change is made under the lock, whole, before it is released.
+pub(crate) struct State {
+    /// The LSN the next append gets.
+    pub(crate) next_lsn: Lsn,
+    /// Records appended and not yet taken by the committer.
+    pub(crate) pending: Pending,
+    /// How far the log is written and durable.
+    pub(crate) marks: Marks,
+    /// A committer task is running (or about to).
+    pub(crate) committing: bool,
+    /// Someone waits for a sync of what is written ([`Wal::sync`](crate::Wal::sync), the
+    /// `Periodic` timer).
+    pub(crate) sync_wanted: bool,
+    /// The failure that poisoned the log.
+    pub(crate) poison: Option<Arc<diskio::Error>>,
+    pub(crate) closed: bool,
+    pub(crate) segments: Segments,
+}
+
+/// The queue of encoded records waiting for the committer.
+pub(crate) struct Pending {
+    /// Encoded frames not yet taken by the committer (CRCs still partial).
+    pub(crate) queue: Queue,
+    /// LSN of the first frame in `queue`.
+    pub(crate) first: Lsn,
+    /// When the oldest record in `queue` was queued.
+    pub(crate) since: Option<Instant>,
+    /// Bytes queued or being written: what `queued_bytes_max` bounds.
+    pub(crate) bytes: usize,
+}
+
+/// The watermarks of group commit.
+pub(crate) struct Marks {
+    /// Every LSN below this is written to the file.
+    pub(crate) written_end: Lsn,
+    /// Every LSN below this is durable.
+    pub(crate) durable_end: Lsn,
+    /// When the log's data was last synced (for `Periodic`).
+    pub(crate) last_sync: Instant,
+}
+
+/// The segments of the log.
+pub(crate) struct Segments {
+    /// The first LSN still in the log.
+    pub(crate) first_lsn: Lsn,
+    /// Sealed segments, oldest first.
+    pub(crate) sealed: Vec<SegmentRef>,
+    /// The segment being written.
+    pub(crate) active: Option<Active>,
+    /// The next segment's file, created and zero-filled in the background, not yet named.
+    pub(crate) prepared: Option<Prepared>,
+    /// A segment is being prepared.
+    pub(crate) preparing: bool,
+    /// Segments prepared so far (names the temporary files).
+    pub(crate) prepared_count: u64,
+}
+
+/// A segment of the log that the reader can find.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentRef {
+    pub(crate) first_lsn: Lsn,
+    pub(crate) path: PathBuf,
+}
+
+/// The segment being written.
+pub(crate) struct Active {
+    pub(crate) seg: SegmentRef,
+    pub(crate) file: FileId,
+    pub(crate) salt: u64,
+    /// Where the next group goes.
+    pub(crate) offset: u64,
+}
+
+/// A segment file made ready ahead of time under a temporary name.
+pub(crate) struct Prepared {
+    pub(crate) file: FileId,
+    pub(crate) path: PathBuf,
+}
+
+impl State {
+    /// The state of a log opened with `next` as its next LSN.
+    pub(crate) fn new(next: Lsn, segments: Segments) -> Self {
+        Self {
+            next_lsn: next,
+            pending: Pending {
+                queue: Queue::default(),
+                first: next,
+                since: None,
+                bytes: 0,
+            },
+            marks: Marks {
+                written_end: next,
+                durable_end: next,
+                last_sync: Instant::now(),
+            },
+            committing: false,
+            sync_wanted: false,
+            poison: None,
+            closed: false,
+            segments,
+        }
+    }
+
+    /// `Ok` while the log takes calls.
+    pub(crate) fn usable(&self) -> Result<()> {
+        if let Some(cause) = &self.poison {
+            return Err(WalError::Poisoned {
+                cause: Arc::clone(cause),
+            });
+        }
+        if self.closed {
+            return Err(WalError::Closed);
+        }
+        Ok(())
+    }
+}
+
+impl<D: DiskIo> Inner<D> {
+    pub(crate) fn new(
+        disk: D,
+        dir: PathBuf,
+        opts: WalOptions,
+        state: State,
+        direct: DirectCache,
+    ) -> Self {
+        Self {
+            disk,
+            dir,
+            opts,
+            state: Mutex::new(state),
+            progress: Notify::new(),
+            space: Notify::new(),
+            counters: Counters::default(),
+            write_buf: Mutex::new(None),
+            direct,
+            ticker: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update is completed before the lock is released; a panic elsewhere leaves a
+        // consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What readers may see: below this LSN every record is written, and durable in `Sync`.
+    pub(crate) fn visible_end(&self) -> Lsn {
+        let st = self.lock();
+        match self.opts.durability {
+            Durability::Sync => st.marks.durable_end,
+            Durability::None | Durability::Periodic(_) => st.marks.written_end,
+        }
+    }
+
+    /// The segments, oldest first, and the first LSN still in the log.
+    pub(crate) fn segments(&self) -> (Vec<SegmentRef>, Lsn) {
+        let st = self.lock();
+        let mut v = st.segments.sealed.clone();
+        if let Some(a) = &st.segments.active {
+            v.push(a.seg.clone());
+        }
+        (v, st.segments.first_lsn)
+    }
+
+    /// Poisons the log with `cause` (the first cause wins): every waiter wakes and fails.
+    pub(crate) fn poison_with(&self, cause: Arc<diskio::Error>) {
+        {
+            let mut st = self.lock();
+            if st.poison.is_none() {
+                tracing::error!(error = %cause, dir = %self.dir.display(), "WAL poisoned");
+                st.poison = Some(cause);
+            }
+            st.committing = false;
+        }
+        self.progress.notify_waiters();
+        self.space.notify_waiters();
+    }
+
+    /// Waits until `done` holds under the lock, woken by `progress`.
+    pub(crate) async fn wait_for(&self, mut done: impl FnMut(&mut State) -> bool) {
+        loop {
+            let mut progress = std::pin::pin!(self.progress.notified());
+            progress.as_mut().enable();
+            if done(&mut self.lock()) {
+                return;
+            }
+            progress.await;
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The handle: opening the log, appending, waiting for durability, syncing, reading, retention
+//! and closing.
+
+use std::path::Path;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
+
+use diskio::DiskIo;
+
+use crate::direct::{DirectCache, direct_works, reopen_direct};
+use crate::error::{Result, WalError};
+use crate::format::frame_len;
+use crate::options::{Durability, WalOptions};
+use crate::reader::Reader;
+use crate::recovery::{FoundSegment, RecoveryReport, recover};
+use crate::state::{Active, Inner, SegmentRef, Segments, State};
+use crate::{Lsn, WalStats};
+
+/// A segmented, checksummed, group-commit write-ahead log on any [`DiskIo`] backend.
+///
+/// Cloning is cheap and every clone appends to the same log; futures are `Send`. Appends from
+/// any number of tasks are gathered into groups: while one group is being written and synced,
+/// the next one gathers, so the group grows with the load and no timer is needed. The committer
+/// is a Tokio task that exists while there is work, spawned on the runtime of the append that
+/// found it idle (so calls must come from within a Tokio runtime).
+pub struct Wal<D: DiskIo> {
+    inner: Arc<Inner<D>>,
+}
+
+impl<D: DiskIo> Clone for Wal<D> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<D: DiskIo> std::fmt::Debug for Wal<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.inner.lock();
+        f.debug_struct("Wal")
+            .field("dir", &self.inner.dir)
+            .field("next_lsn", &st.next_lsn)
+            .field("durable_end", &st.marks.durable_end)
+            .field("poisoned", &st.poison.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: DiskIo> Wal<D> {
+    /// Opens (or creates) the log in `dir` on `disk`: recovers what is there (see
+    /// [`RecoveryReport`]) and makes the log ready to append.
+    ///
+    /// With [`WalOptions::direct_io`] (the default), a directory whose filesystem refuses
+    /// `O_DIRECT` is written through the page cache instead, with a `tracing` warning;
+    /// [`is_direct_io`](Self::is_direct_io) tells which.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::InvalidOptions`]; recovery's errors ([`WalError::Corrupt`],
+    /// [`WalError::MissingSegment`], [`WalError::BadHeader`]); [`WalError::Io`].
+    pub async fn open(
+        disk: D,
+        dir: impl AsRef<Path>,
+        opts: WalOptions,
+    ) -> Result<(Self, RecoveryReport)> {
+        opts.validate()?;
+        let mut opts = opts;
+        let dir = dir.as_ref().to_path_buf();
+        let found = recover(&disk, &dir, &opts).await?;
+        if opts.direct_io {
+            if let Err(reason) = direct_works(&disk, &dir).await? {
+                tracing::warn!(dir = %dir.display(), %reason, "wal: O_DIRECT refused here; writing through the page cache");
+                opts.direct_io = false;
+            }
+        }
+        let report = found.report.clone();
+        let next = report.next_lsn;
+        let (found_active, tail) = match found.active {
+            Some(a) if opts.direct_io => {
+                let (a, tail) = reopen_direct(&disk, a).await?;
+                (Some(a), tail)
+            }
+            other => (other, Vec::new()),
+        };
+        let direct = DirectCache::new(
+            tail,
+            found_active.as_ref().map(|a| a.segment.first_lsn),
+            found_active.as_ref().map_or(0, |a| a.offset),
+        );
+        let segments = Segments {
+            first_lsn: report.first_lsn,
+            sealed: found.sealed.into_iter().map(seg_ref).collect(),
+            active: found_active.map(|a| Active {
+                seg: seg_ref(a.segment),
+                file: a.file,
+                salt: a.salt,
+                offset: a.offset,
+            }),
+            prepared: None,
+            preparing: false,
+            prepared_count: 0,
+        };
+        let state = State::new(next, segments);
+        let wal = Self {
+            inner: Arc::new(Inner::new(disk, dir, opts, state, direct)),
+        };
+        if wal.inner.lock().segments.active.is_none() {
+            // An empty directory: the first segment.
+            let active = wal.inner.create_segment(next).await?;
+            wal.inner.direct.restart(next, active.offset);
+            wal.inner.lock().segments.active = Some(active);
+        }
+        Inner::start_preparing(&wal.inner);
+        if let Durability::Periodic(every) = wal.inner.opts.durability {
+            Inner::start_ticker(&wal.inner, every)?;
+        }
+        Ok((wal, report))
+    }
+
+    /// Appends one record and returns its LSN once the record counts as done: durable in
+    /// [`Durability::Sync`], queued in [`Durability::None`].
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::RecordTooLarge`], [`WalError::Poisoned`], [`WalError::Closed`].
+    pub async fn append(&self, record: &[u8]) -> Result<Lsn> {
+        let lsn = self.append_nowait(record).await?;
+        if self.inner.opts.durability == Durability::Sync {
+            self.wait_durable(lsn).await?;
+        }
+        Ok(lsn)
+    }
+
+    /// Appends records as one batch with consecutive LSNs; returns the last LSN, once done as
+    /// for [`append`](Self::append). An empty batch returns the last LSN assigned so far (0 if
+    /// none).
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append); a record that is too large fails the whole batch before any
+    /// record is queued.
+    pub async fn append_batch(&self, records: &[&[u8]]) -> Result<Lsn> {
+        for r in records {
+            self.check_size(r.len())?;
+        }
+        let mut last = None;
+        for r in records {
+            last = Some(self.append_nowait(r).await?);
+        }
+        match last {
+            Some(lsn) => {
+                if self.inner.opts.durability == Durability::Sync {
+                    self.wait_durable(lsn).await?;
+                }
+                Ok(lsn)
+            }
+            None => Ok(self.inner.lock().next_lsn - 1),
+        }
+    }
+
+    /// Queues a record and returns its LSN without waiting for it to be written; waits only
+    /// while the queue is full (`queued_bytes_max`). Use [`wait_durable`](Self::wait_durable)
+    /// to learn when it is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::RecordTooLarge`], [`WalError::Poisoned`], [`WalError::Closed`].
+    pub async fn append_nowait(&self, record: &[u8]) -> Result<Lsn> {
+        self.check_size(record.len())?;
+        let frame = frame_len(record.len());
+        // The fast path: room in the queue, no waiting machinery.
+        if let Some(lsn) = self.try_enqueue(record, frame)? {
+            return Ok(lsn);
+        }
+        loop {
+            let mut space = pin!(self.inner.space.notified());
+            space.as_mut().enable();
+            if let Some(lsn) = self.try_enqueue(record, frame)? {
+                return Ok(lsn);
+            }
+            space.await;
+        }
+    }
+
+    /// Queues the record if there is room; starts the committer if it is idle.
+    fn try_enqueue(&self, record: &[u8], frame: usize) -> Result<Option<Lsn>> {
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        st.usable()?;
+        let pending = &st.pending;
+        if pending.bytes != 0 && pending.bytes + frame > inner.opts.queued_bytes_max {
+            return Ok(None);
+        }
+        let lsn = st.next_lsn;
+        st.next_lsn += 1;
+        let pending = &mut st.pending;
+        if pending.queue.is_empty() {
+            pending.since = Some(Instant::now());
+        }
+        pending.queue.push(lsn, record);
+        pending.bytes += frame;
+        let start = !st.committing;
+        st.committing = true;
+        drop(st);
+        inner.counters.appends.fetch_add(1, Ordering::Relaxed);
+        if start {
+            Inner::spawn_committer(inner)?;
+        }
+        Ok(Some(lsn))
+    }
+
+    /// Waits until every record up to `lsn` is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Poisoned`] if the log failed before `lsn` became durable;
+    /// [`WalError::NotAppended`] for an LSN not handed out yet.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        let mut outcome = Ok(());
+        self.inner
+            .wait_for(|st| {
+                if st.marks.durable_end > lsn {
+                    return true;
+                }
+                if let Some(cause) = &st.poison {
+                    outcome = Err(WalError::Poisoned {
+                        cause: Arc::clone(cause),
+                    });
+                    return true;
+                }
+                if lsn >= st.next_lsn {
+                    outcome = Err(WalError::NotAppended {
+                        lsn,
+                        next: st.next_lsn,
+                    });
+                    return true;
+                }
+                false
+            })
+            .await;
+        outcome
+    }
+
+    /// Makes every record appended so far durable; returns the last such LSN (0 if none).
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Poisoned`], [`WalError::Closed`].
+    pub async fn sync(&self) -> Result<Lsn> {
+        let last = {
+            let mut st = self.inner.lock();
+            st.usable()?;
+            let last = st.next_lsn - 1;
+            if st.marks.durable_end > last {
+                return Ok(last);
+            }
+            st.sync_wanted = true;
+            let start = !st.committing;
+            st.committing = true;
+            drop(st);
+            if start {
+                Inner::spawn_committer(&self.inner)?;
+            }
+            last
+        };
+        self.wait_durable(last).await?;
+        Ok(last)
+    }
+
+    /// A reader of the records from `from` on (see [`Reader`]).
+    pub fn reader(&self, from: Lsn) -> Reader<D> {
+        Reader::new(Arc::clone(&self.inner), from)
+    }
+
+    /// Removes every sealed segment whose records all come before `lsn`; the segment holding
+    /// `lsn` and the one being written stay. Returns the first LSN still in the log.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Io`] if a removal fails (the segments removed before it stay removed; the log
+    /// stays consistent), [`WalError::Poisoned`], [`WalError::Closed`].
+    pub async fn truncate_before(&self, lsn: Lsn) -> Result<Lsn> {
+        self.inner.remove_before(lsn).await
+    }
+
+    /// Makes everything appended durable, waits for the committer, and closes the files. Later
+    /// calls on any clone fail with [`WalError::Closed`].
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Poisoned`] if the final sync cannot be done.
+    pub async fn close(self) -> Result<()> {
+        let synced = self.sync().await;
+        let inner = &self.inner;
+        inner
+            .wait_for(|st| {
+                if !st.committing {
+                    st.closed = true;
+                }
+                !st.committing
+            })
+            .await;
+        // Let a segment being prepared finish, then drop it: it was never part of the log.
+        inner.wait_for(|st| !st.segments.preparing).await;
+        let (file, prepared) = {
+            let mut st = inner.lock();
+            let segs = &mut st.segments;
+            (segs.active.as_ref().map(|a| a.file), segs.prepared.take())
+        };
+        if let Some(t) = inner
+            .ticker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            t.unpark();
+        }
+        inner.progress.notify_waiters();
+        inner.space.notify_waiters();
+        if let Some(p) = prepared {
+            // Never part of the log: a failure to drop it is not the log's (the next open
+            // removes it).
+            let dropped = match inner.disk.close(p.file).await {
+                Ok(()) => inner.disk.remove_file(&p.path).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = dropped {
+                tracing::warn!(error = %e, "could not remove the prepared WAL segment");
+            }
+        }
+        if let Some(f) = file {
+            inner.disk.close(f).await?;
+        }
+        synced.map(drop)
+    }
+
+    /// The LSN the next append gets.
+    pub fn next_lsn(&self) -> Lsn {
+        self.inner.lock().next_lsn
+    }
+
+    /// Every record below this LSN is durable.
+    pub fn durable_end(&self) -> Lsn {
+        self.inner.lock().marks.durable_end
+    }
+
+    /// Whether segments are written with `O_DIRECT` ([`WalOptions::direct_io`], and the
+    /// filesystem accepted it at open).
+    pub fn is_direct_io(&self) -> bool {
+        self.inner.opts.direct_io
+    }
+
+    /// The first LSN still in the log.
+    pub fn first_lsn(&self) -> Lsn {
+        self.inner.lock().segments.first_lsn
+    }
+
+    /// Counters and distributions since the log was opened.
+    pub fn stats(&self) -> WalStats {
+        self.inner.counters.snapshot()
+    }
+
+    fn check_size(&self, len: usize) -> Result<()> {
+        let max = self.inner.opts.record_max;
+        if len > max {
+            return Err(WalError::RecordTooLarge { len, max });
+        }
+        Ok(())
+    }
+}
+
+fn seg_ref(s: FoundSegment) -> SegmentRef {
+    SegmentRef {
+        first_lsn: s.first_lsn,
+        path: s.path,
+    }
+}
