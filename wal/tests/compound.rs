@@ -3,23 +3,20 @@
 //! nothing acknowledged.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // tests: a failed step panics
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use conformance::{CrashDisk, CrashMode, FailingDisk, FaultMode, FaultPlan, FaultTarget, Rng};
+use conformance::{CrashDisk, CrashMode, FailingDisk, FaultMode, FaultPlan, FaultTarget};
 use diskio::DiskIo;
-use wal::{Wal, WalOptions};
+use wal::Wal;
 
-fn opts() -> WalOptions {
-    WalOptions::new()
-        .segment_bytes(64 << 10)
-        .record_max(4 << 10)
-}
+use common::opts;
 
+/// The record with LSN `lsn`: 100 to 599 bytes.
 fn payload(lsn: u64) -> Vec<u8> {
-    let mut rng = Rng::new(lsn ^ 0xC0C0);
-    let len = 100 + (rng.next_u64() % 500) as usize;
-    (0..len).map(|_| rng.next_u64() as u8).collect()
+    common::payload(lsn ^ 0xC0C0, 100 + (lsn as usize * 61) % 500)
 }
 
 /// A log of `records` acknowledged records whose last segment ends in a torn write, so that

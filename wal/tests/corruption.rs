@@ -5,23 +5,20 @@
 //! records) may go unnoticed, but never changes what is read back.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // tests: a failed step panics
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use conformance::{CrashDisk, Rng};
 use diskio::DiskIo;
 use wal::format::{FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, decode_frame};
-use wal::{Wal, WalError, WalOptions};
+use wal::{Wal, WalError};
 
-fn opts() -> WalOptions {
-    WalOptions::new()
-        .segment_bytes(64 << 10)
-        .record_max(4 << 10)
-}
+use common::opts;
 
+/// The record with LSN `lsn`: 20 to 319 bytes.
 fn payload(lsn: u64) -> Vec<u8> {
-    let mut rng = Rng::new(lsn ^ 0xC0FFEE);
-    let len = 20 + (rng.next_u64() % 300) as usize;
-    (0..len).map(|_| rng.next_u64() as u8).collect()
+    common::payload(lsn ^ 0xC0FFEE, 20 + (lsn as usize * 67) % 300)
 }
 
 /// What a byte of a segment is.

@@ -5,26 +5,22 @@
 //! is there, intact, and the log is a contiguous prefix of what was submitted.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // tests: a failed step panics
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use conformance::{CrashDisk, CrashMode, FailingDisk, FaultMode, FaultPlan, FaultTarget, Rng};
+use conformance::{CrashDisk, CrashMode, FailingDisk, FaultMode, FaultPlan, FaultTarget};
 use diskio::DynDiskIo;
-use wal::{Wal, WalError, WalOptions};
+use wal::{Wal, WalError};
 
 const RECORDS: u64 = 200;
 
-fn opts(direct: bool) -> WalOptions {
-    WalOptions::new()
-        .segment_bytes(64 << 10)
-        .record_max(4 << 10)
-        .direct_io(direct)
-}
+use common::opts_direct as opts;
 
+/// The record with LSN `lsn`: 200 to 599 bytes.
 fn payload(lsn: u64) -> Vec<u8> {
-    let len = 200 + (lsn as usize * 53) % 400;
-    let mut rng = Rng::new(lsn ^ 0xFA11);
-    (0..len).map(|_| rng.next_u64() as u8).collect()
+    common::payload(lsn ^ 0xFA11, 200 + (lsn as usize * 53) % 400)
 }
 
 /// Runs the workload on a disk that fails as `plan` says; returns the last LSN acknowledged and

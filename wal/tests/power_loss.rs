@@ -17,25 +17,21 @@
 //! replays a run (the seed is printed).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // tests: a failed step panics
 
+mod common;
+
 use std::path::Path;
 
 use conformance::{CrashDisk, CrashMode, Rng};
-use wal::{Wal, WalOptions};
+use wal::Wal;
 
 /// Records the workload appends; with 64 KiB segments they fill two and start a third.
 const RECORDS: u64 = 360;
 
-fn opts(direct: bool) -> WalOptions {
-    WalOptions::new()
-        .segment_bytes(64 << 10)
-        .record_max(4 << 10)
-        .direct_io(direct)
-}
+use common::opts_direct as opts;
 
+/// The record with LSN `lsn`: 100 to 399 bytes.
 fn payload(lsn: u64) -> Vec<u8> {
-    let len = 100 + (lsn as usize * 37) % 300;
-    let mut rng = Rng::new(lsn);
-    (0..len).map(|_| rng.next_u64() as u8).collect()
+    common::payload(lsn, 100 + (lsn as usize * 37) % 300)
 }
 
 /// What the workload did before the disk froze.

@@ -15,9 +15,8 @@
 //! power loss keeps the names as of the last `sync_dir`. A sync of a file makes every earlier
 //! operation on it durable (its contents, not its name).
 
-use std::collections::HashMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use diskio::backend::{Admitted, FileAccess, OpBufs, Refused, Request, Stats, admit};
@@ -26,7 +25,9 @@ use diskio::{
     FileId, Op, OpenOptions, Result, StatsSnapshot, SyncKind,
 };
 
-use crate::rng::Rng;
+mod image;
+
+use self::image::{MemFile, Pending, State, crash_image, write_into};
 
 /// The sector size of the simulated device: the unit of torn writes.
 pub const SECTOR: usize = 512;
@@ -55,82 +56,6 @@ pub enum CrashMode {
     /// device whose sector writes are atomic (a sector holds its old or its new bytes). What
     /// code that rewrites a partly filled block relies on.
     RandomAtomic,
-}
-
-#[derive(Debug, Clone)]
-enum Pending {
-    Write { offset: u64, data: Vec<u8> },
-    SetLen(u64),
-}
-
-#[derive(Debug, Clone, Default)]
-struct MemFile {
-    /// The file's identity (its inode): names point at it.
-    id: u64,
-    live: Vec<u8>,
-    durable: Vec<u8>,
-    pending: Vec<Pending>,
-}
-
-/// What a power loss starts from: the files, the names that survive, and files that are gone
-/// from the live namespace but still have a surviving name.
-#[derive(Debug, Clone, Default)]
-struct Image {
-    /// The live namespace.
-    files: HashMap<PathBuf, MemFile>,
-    /// Names that survive a power loss: path to file id.
-    durable_names: HashMap<PathBuf, u64>,
-    /// Files removed or replaced since their name was last made durable.
-    detached: HashMap<u64, MemFile>,
-}
-
-#[derive(Default)]
-struct State {
-    img: Image,
-    /// Directory entries become durable only by `sync_dir` (else at once).
-    strict_dirs: bool,
-    next_file: u64,
-    /// Open files: what admission checks (the path follows renames).
-    open: HashMap<u64, FileAccess>,
-    next_id: u64,
-    /// Operations that changed the disk (or asked for durability) so far.
-    ops: u64,
-    /// Take `frozen` once `ops` reaches this.
-    freeze_at: Option<u64>,
-    /// The disk as it was right after operation `freeze_at`.
-    frozen: Option<Image>,
-}
-
-impl State {
-    /// After a change of the namespace under `path`'s directory: without strict directories
-    /// the change is durable at once.
-    fn entries_changed(&mut self, path: &Path) {
-        if !self.strict_dirs {
-            if let Some(dir) = path.parent() {
-                self.sync_entries(dir);
-            }
-        }
-    }
-
-    /// Makes the entries of `dir` durable as they are now.
-    fn sync_entries(&mut self, dir: &Path) {
-        let img = &mut self.img;
-        img.durable_names.retain(|p, _| p.parent() != Some(dir));
-        for (p, f) in &img.files {
-            if p.parent() == Some(dir) {
-                img.durable_names.insert(p.clone(), f.id);
-            }
-        }
-        let named: std::collections::HashSet<u64> = img.durable_names.values().copied().collect();
-        img.detached.retain(|id, _| named.contains(id));
-    }
-
-    /// Keeps a file that left the live namespace if a durable name still points at it.
-    fn detach(&mut self, f: MemFile) {
-        if self.img.durable_names.values().any(|&id| id == f.id) {
-            self.img.detached.insert(f.id, f);
-        }
-    }
 }
 
 /// An in-memory [`DiskIo`] with a simulated power loss. Paths are names in its own namespace;
@@ -266,51 +191,6 @@ impl CrashDisk {
     }
 }
 
-/// The disk after a power loss: every durably named file, from its durable image and its pending
-/// operations as `mode` and `seed` decide.
-fn crash_image(img: &Image, strict_dirs: bool, seed: u64, mode: CrashMode) -> CrashDisk {
-    let mut rng = Rng::new(seed);
-    let mut names: Vec<(&PathBuf, &u64)> = img.durable_names.iter().collect();
-    names.sort(); // a fixed order, so the seed's choices land on the same operations
-    let mut out = HashMap::new();
-    let mut next_file = 1;
-    for (path, id) in names {
-        let found = img
-            .files
-            .values()
-            .find(|f| f.id == *id)
-            .or_else(|| img.detached.get(id));
-        let Some(f) = found else { continue };
-        let mut image = f.durable.clone();
-        for op in &f.pending {
-            apply_at_crash(&mut image, op, mode, &mut rng);
-        }
-        next_file = next_file.max(id + 1);
-        let file = MemFile {
-            id: *id,
-            live: image.clone(),
-            durable: image,
-            pending: Vec::new(),
-        };
-        out.insert(path.clone(), file);
-    }
-    let durable_names = out.iter().map(|(p, f)| (p.clone(), f.id)).collect();
-    CrashDisk {
-        state: Arc::new(Mutex::new(State {
-            img: Image {
-                files: out,
-                durable_names,
-                detached: HashMap::new(),
-            },
-            strict_dirs,
-            next_file,
-            next_id: 1,
-            ..State::default()
-        })),
-        stats: Stats::new(),
-    }
-}
-
 impl CrashDisk {
     /// Damages the medium: `bytes` replace the file's contents at `offset`, in what reads see
     /// and in what survives a power loss alike, without being an operation of the disk (no
@@ -400,57 +280,6 @@ impl CrashDisk {
             None => Err(Error::from_errno(ctx.clone().path(path), libc::ENOENT)),
         }
     }
-}
-
-fn apply_at_crash(image: &mut Vec<u8>, op: &Pending, mode: CrashMode, rng: &mut Rng) {
-    // 0 keep, 1 drop, 2 tear, 3 tear with garbage in the lost sectors.
-    let choice = match mode {
-        CrashMode::Random => rng.below(4),
-        CrashMode::RandomAtomic => rng.below(3),
-        CrashMode::KeepAll => 0,
-        CrashMode::DropAll => 1,
-        CrashMode::TearAll => 2,
-        CrashMode::GarbageAll => 3,
-    };
-    match op {
-        Pending::SetLen(len) => {
-            if choice == 0 || (choice >= 2 && rng.one_in(2)) {
-                image.resize(*len as usize, 0);
-            }
-        }
-        Pending::Write { offset, data } => match choice {
-            0 => write_into(image, *offset, data),
-            1 => {}
-            _ => {
-                let start = *offset as usize;
-                let end = start + data.len();
-                let mut at = start;
-                while at < end {
-                    let sector_end = ((at / SECTOR) + 1) * SECTOR;
-                    let upto = sector_end.min(end);
-                    if rng.one_in(2) {
-                        write_into(image, at as u64, &data[at - start..upto - start]);
-                    } else if choice == 3 {
-                        let junk: Vec<u8> = (at..upto).map(|_| rng.next_u64() as u8).collect();
-                        write_into(image, at as u64, &junk);
-                    }
-                    at = upto;
-                }
-            }
-        },
-    }
-}
-
-fn write_into(image: &mut Vec<u8>, offset: u64, data: &[u8]) {
-    if data.is_empty() {
-        return;
-    }
-    let start = offset as usize;
-    let end = start + data.len();
-    if image.len() < end {
-        image.resize(end, 0);
-    }
-    image[start..end].copy_from_slice(data);
 }
 
 /// In-memory files are capped at 1 GiB: a model for tests, not a RAM disk.

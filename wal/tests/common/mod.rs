@@ -1,0 +1,74 @@
+//! What the WAL's test files share: options with small segments, seeded payloads, runtimes and
+//! the backends with their visible fallback.
+#![allow(dead_code)] // each test file uses its own part of this
+
+use std::sync::Arc;
+
+use conformance::Rng;
+use diskio::{DiskIo, DynDiskIo};
+use wal::{Wal, WalOptions};
+
+/// 64 KiB segments, so rotation happens in every test; records up to 4 KiB.
+pub fn opts() -> WalOptions {
+    WalOptions::new()
+        .segment_bytes(64 << 10)
+        .record_max(4 << 10)
+}
+
+/// [`opts`] with records up to 8 KiB.
+pub fn small() -> WalOptions {
+    opts().record_max(8 << 10)
+}
+
+/// [`opts`], with `O_DIRECT` or without.
+pub fn opts_direct(direct: bool) -> WalOptions {
+    opts().direct_io(direct)
+}
+
+/// `len` bytes drawn from `seed`: the same seed and length always give the same record.
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// Every record from `from` on, read back.
+pub async fn read_all<D: DiskIo>(log: &Wal<D>, from: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut r = log.reader(from);
+    let mut out = Vec::new();
+    while let Some(rec) = r.next().await.expect("read") {
+        out.push((rec.lsn, rec.data));
+    }
+    out
+}
+
+/// Runs `f` on a fresh two-thread runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
+}
+
+/// The raw backend, or (visibly) the blocking one where io_uring is not allowed.
+pub fn raw_or_blocking() -> Arc<dyn DynDiskIo> {
+    match diskio_raw::RawDisk::with_defaults() {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            eprintln!("SKIPPED raw backend (io_uring unavailable: {e}); running on blocking");
+            Arc::new(diskio_blocking::BlockingDisk::with_defaults().expect("blocking backend"))
+        }
+    }
+}
+
+/// The tokio-uring backend, or (visibly) the blocking one where io_uring is not allowed.
+pub fn uring_or_blocking() -> Arc<dyn DynDiskIo> {
+    match diskio_uring::UringDisk::with_defaults() {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            eprintln!("SKIPPED uring backend (io_uring unavailable: {e}); running on blocking");
+            Arc::new(diskio_blocking::BlockingDisk::with_defaults().expect("blocking backend"))
+        }
+    }
+}
