@@ -39,6 +39,11 @@
 //! });
 //! ```
 //!
+//! A backend built from the pieces in `diskio::backend` (the admission step, the table of open
+//! files, the stats, the shared option checks) refuses bad requests, counts operations and
+//! explains a refused io_uring exactly as the shipped backends do; the suite then checks the
+//! rest.
+//!
 //! Scratch files go to `$DISKIO_TEST_DIR` (default: the system temporary directory). Set
 //! `DISKIO_PROPTEST_CASES` for more model cases and `DISKIO_SEED` to replay a seeded scenario.
 

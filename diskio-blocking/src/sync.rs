@@ -1,4 +1,4 @@
-//! `fdatasync`/`fsync`, `fallocate`, `ftruncate` and `fstat` on a worker thread.
+//! `fdatasync`/`fsync`, `fallocate` and `ftruncate` on a worker thread.
 
 use diskio::{Context, Result, SyncKind};
 use nix::fcntl::{FallocateFlags, fallocate};
@@ -35,11 +35,4 @@ pub(crate) fn preallocate(file: &OpenFile, offset: u64, len: u64, ctx: Context) 
 
 pub(crate) fn set_len(file: &OpenFile, len: u64, ctx: Context) -> Result<()> {
     file.file.set_len(len).map_err(|e| file.err(ctx, e))
-}
-
-pub(crate) fn file_len(file: &OpenFile, ctx: Context) -> Result<u64> {
-    file.file
-        .metadata()
-        .map(|m| m.len())
-        .map_err(|e| file.err(ctx, e))
 }

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use diskio::backend::{
-    FileAccess, IOV_MAX, Linked, RW_MAX, Request, direct_alignment, finish_linked, write_then_sync,
+    FileAccess, IOV_MAX, Linked, RW_MAX, Request, direct_alignment, finish_linked, start_open,
+    write_then_sync,
 };
 use diskio::{
     AlignedBuf, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error, FileId, Op,
@@ -68,10 +69,8 @@ impl RawDisk {
         offset: u64,
     ) -> BufResult<usize> {
         let req = Request::at(op, file, offset);
-        let (admitted, mut buf) = match self.inner.files.admit(&self.inner.stats, req, buf) {
-            Ok(admitted) => admitted,
-            Err((e, buf)) => return (Err(e), buf),
-        };
+        let (admitted, mut buf) =
+            diskio::admitted!(self.inner.files.admit(&self.inner.stats, req, buf));
         let (f, ctx, timer) = (admitted.file, admitted.ctx, admitted.timer);
         let len = buf.len().min(RW_MAX) as u32;
         let read = op == Op::Read;
@@ -243,23 +242,16 @@ impl DiskIo for RawDisk {
     }
 
     async fn open(&self, path: &Path, options: &OpenOptions) -> Result<FileId> {
-        let path: Arc<Path> = Arc::from(path);
-        let ctx = Context::new(Op::Open).path(Arc::clone(&path));
-        let timer = self.inner.stats.start(Op::Open);
+        let (path, ctx, timer) = start_open(&self.inner.stats, path);
         let res = self.open_inner(&path, options, &ctx).await;
-        timer.finish(&res, |_| 0);
-        Ok(self.inner.files.insert(res?))
+        self.inner.files.insert_opened(timer, res)
     }
 
     async fn close(&self, file: FileId) -> Result<()> {
-        let timer = self.inner.stats.start(Op::Close);
-        let res = self
-            .inner
+        self.inner
             .files
-            .remove(file, || Context::new(Op::Close).file(file))
-            .map(drop);
-        timer.finish(&res, |_| 0);
-        res
+            .close_counted(&self.inner.stats, file)
+            .map(drop)
     }
 
     async fn read_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
@@ -277,10 +269,7 @@ impl DiskIo for RawDisk {
         offset: u64,
     ) -> BufResult<usize, Vec<AlignedBuf>> {
         let req = Request::at(Op::Writev, file, offset);
-        let (op, bufs) = match self.inner.files.admit(&self.inner.stats, req, bufs) {
-            Ok(admitted) => admitted,
-            Err((e, bufs)) => return (Err(e), bufs),
-        };
+        let (op, bufs) = diskio::admitted!(self.inner.files.admit(&self.inner.stats, req, bufs));
         if bufs.is_empty() {
             op.timer.ok(0);
             return (Ok(0), bufs);
@@ -340,25 +329,13 @@ impl DiskIo for RawDisk {
     }
 
     async fn file_len(&self, file: FileId) -> Result<u64> {
-        let req = Request::new(Op::FileLen, file);
-        let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
-        // `fstat` never waits for the device: no submission needed.
-        let res = op
-            .file
-            .file
-            .metadata()
-            .map(|m| m.len())
-            .map_err(|e| op.file.err(op.ctx, e));
-        op.timer.finish(&res, |_| 0);
-        res
+        // `fstat` does not wait for the device: it runs here, with no hand-off.
+        let (files, stats) = (&self.inner.files, &self.inner.stats);
+        files.file_len_counted(stats, file, |f| &f.file)
     }
 
     fn direct_alignment(&self, file: FileId) -> Result<Option<DirectAlignment>> {
-        let f = self
-            .inner
-            .files
-            .get(file, || Context::new(Op::FileLen).file(file))?;
-        Ok(f.access.direct)
+        self.inner.files.direct_alignment(file)
     }
 
     fn stats(&self) -> StatsSnapshot {
@@ -373,10 +350,7 @@ impl DiskIo for RawDisk {
         kind: SyncKind,
     ) -> BufResult<usize, Vec<AlignedBuf>> {
         let req = Request::at(Op::Writev, file, offset);
-        let (op, bufs) = match self.inner.files.admit(&self.inner.stats, req, bufs) {
-            Ok(admitted) => admitted,
-            Err((e, bufs)) => return (Err(e), bufs),
-        };
+        let (op, bufs) = diskio::admitted!(self.inner.files.admit(&self.inner.stats, req, bufs));
         let total: usize = bufs.iter().map(AlignedBuf::len).sum();
         if bufs.len() > IOV_MAX || total > RW_MAX {
             // More than one WRITEV would be needed: the write, then the sync, each counted.

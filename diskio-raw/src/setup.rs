@@ -85,12 +85,7 @@ pub(crate) fn build(options: &RawOptions) -> Result<Built> {
         .submitter()
         .register_probe(&mut probe)
         .map_err(|e| probe_refused(&e))?;
-    let missing: Vec<&str> = NEEDED
-        .iter()
-        .filter(|(code, _)| !probe.is_supported(*code))
-        .map(|&(_, name)| name)
-        .collect();
-    check_opcodes(&missing)?;
+    check_opcodes(&NEEDED, |code| probe.is_supported(code))?;
     let params = uring.params();
     let setup = Setup {
         sq_entries: params.sq_entries(),

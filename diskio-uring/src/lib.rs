@@ -249,12 +249,7 @@ fn probe() -> Result<()> {
     ring.submitter()
         .register_probe(&mut probe)
         .map_err(|e| probe_refused(&e))?;
-    let missing: Vec<&str> = NEEDED
-        .iter()
-        .filter(|(code, _)| !probe.is_supported(*code))
-        .map(|&(_, name)| name)
-        .collect();
-    check_opcodes(&missing)
+    check_opcodes(&NEEDED, |code| probe.is_supported(code))
 }
 
 /// The tokio-uring backend if io_uring works here, else the blocking backend, with the reason

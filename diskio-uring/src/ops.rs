@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use diskio::backend::{FileAccess, IOV_MAX, Linked, Request, finish_linked, write_then_sync};
+use diskio::backend::{
+    FileAccess, IOV_MAX, Linked, Request, finish_linked, start_open, write_then_sync,
+};
 use diskio::{
     AlignedBuf, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error, FileId, Op,
     OpenOptions, Result, StatsSnapshot, SyncKind,
@@ -25,10 +27,8 @@ impl UringDisk {
         offset: u64,
     ) -> BufResult<usize> {
         let req = Request::at(op, file, offset);
-        let (admitted, buf) = match self.inner.files.admit(&self.inner.stats, req, buf) {
-            Ok(admitted) => admitted,
-            Err((e, buf)) => return (Err(e), buf),
-        };
+        let (admitted, buf) =
+            diskio::admitted!(self.inner.files.admit(&self.inner.stats, req, buf));
         let key = admitted.file.key;
         let job = |reply| {
             if op == Op::Read {
@@ -83,9 +83,7 @@ impl DiskIo for UringDisk {
     }
 
     async fn open(&self, path: &Path, options: &OpenOptions) -> Result<FileId> {
-        let path: Arc<Path> = Arc::from(path);
-        let ctx = Context::new(Op::Open).path(Arc::clone(&path));
-        let timer = self.inner.stats.start(Op::Open);
+        let (path, ctx, timer) = start_open(&self.inner.stats, path);
         let executor = self.pick_executor();
         let res = match options.open_flags() {
             Err(e) => Err(Error::io(ctx.clone(), e)),
@@ -107,8 +105,7 @@ impl DiskIo for UringDisk {
                 }
             }
         };
-        timer.finish(&res, |_| 0);
-        Ok(self.inner.files.insert(res?))
+        self.inner.files.insert_opened(timer, res)
     }
 
     async fn close(&self, file: FileId) -> Result<()> {
@@ -146,10 +143,7 @@ impl DiskIo for UringDisk {
         offset: u64,
     ) -> BufResult<usize, Vec<AlignedBuf>> {
         let req = Request::at(Op::Writev, file, offset);
-        let (op, bufs) = match self.inner.files.admit(&self.inner.stats, req, bufs) {
-            Ok(admitted) => admitted,
-            Err((e, bufs)) => return (Err(e), bufs),
-        };
+        let (op, bufs) = diskio::admitted!(self.inner.files.admit(&self.inner.stats, req, bufs));
         if bufs.is_empty() {
             op.timer.ok(0);
             return (Ok(0), bufs);
@@ -218,25 +212,13 @@ impl DiskIo for UringDisk {
     }
 
     async fn file_len(&self, file: FileId) -> Result<u64> {
-        let req = Request::new(Op::FileLen, file);
-        let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
-        // `fstat` never waits for the device: no trip to the executor.
-        let res = op
-            .file
-            .std
-            .metadata()
-            .map(|m| m.len())
-            .map_err(|e| op.file.err(op.ctx, e));
-        op.timer.finish(&res, |_| 0);
-        res
+        // `fstat` does not wait for the device: it runs here, with no hand-off.
+        let (files, stats) = (&self.inner.files, &self.inner.stats);
+        files.file_len_counted(stats, file, |f| &f.std)
     }
 
     fn direct_alignment(&self, file: FileId) -> Result<Option<DirectAlignment>> {
-        let f = self
-            .inner
-            .files
-            .get(file, || Context::new(Op::FileLen).file(file))?;
-        Ok(f.access.direct)
+        self.inner.files.direct_alignment(file)
     }
 
     fn stats(&self) -> StatsSnapshot {
@@ -251,10 +233,7 @@ impl DiskIo for UringDisk {
         kind: SyncKind,
     ) -> BufResult<usize, Vec<AlignedBuf>> {
         let req = Request::at(Op::Writev, file, offset);
-        let (op, bufs) = match self.inner.files.admit(&self.inner.stats, req, bufs) {
-            Ok(admitted) => admitted,
-            Err((e, bufs)) => return (Err(e), bufs),
-        };
+        let (op, bufs) = diskio::admitted!(self.inner.files.admit(&self.inner.stats, req, bufs));
         if bufs.is_empty() || bufs.len() > IOV_MAX {
             // Nothing to write, or more than one WRITEV: the write, then the sync, each counted.
             op.timer.discard();

@@ -16,32 +16,18 @@ pub type DefaultDisk = diskio_uring::UringDisk;
 #[cfg(not(any(feature = "raw", feature = "uring")))]
 pub type DefaultDisk = diskio_blocking::BlockingDisk;
 
-/// The io_uring backend if this machine allows it, else the blocking one; the reason for a
-/// fallback is logged (`tracing`) and returned.
+/// The io_uring backend of the cargo features (`raw`, else `uring`) if this machine allows it,
+/// else the blocking one; the reason for a fallback is logged (`tracing`) and returned.
 ///
 /// # Errors
 ///
 /// If neither backend can start.
-#[cfg(feature = "raw")]
+#[cfg(any(feature = "raw", feature = "uring"))]
 pub fn auto_disk() -> diskio::Result<(std::sync::Arc<dyn diskio::DynDiskIo>, Option<String>)> {
-    let auto = diskio_raw::auto(
-        diskio_raw::RawOptions::new(),
-        diskio_blocking::BlockingOptions::new(),
-    )?;
-    Ok((auto.disk, auto.fallback_reason))
-}
-
-/// The io_uring backend if this machine allows it, else the blocking one; the reason for a
-/// fallback is logged (`tracing`) and returned.
-///
-/// # Errors
-///
-/// If neither backend can start.
-#[cfg(all(feature = "uring", not(feature = "raw")))]
-pub fn auto_disk() -> diskio::Result<(std::sync::Arc<dyn diskio::DynDiskIo>, Option<String>)> {
-    let auto = diskio_uring::auto(
-        diskio_uring::UringOptions::new(),
-        diskio_blocking::BlockingOptions::new(),
-    )?;
+    let blocking = diskio_blocking::BlockingOptions::new();
+    #[cfg(feature = "raw")]
+    let auto = diskio_raw::auto(diskio_raw::RawOptions::new(), blocking)?;
+    #[cfg(not(feature = "raw"))]
+    let auto = diskio_uring::auto(diskio_uring::UringOptions::new(), blocking)?;
     Ok((auto.disk, auto.fallback_reason))
 }

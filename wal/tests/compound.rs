@@ -43,13 +43,7 @@ async fn clean_recovery(disk: CrashDisk, records: u64, what: &str) {
     let (log, report) = Wal::open(disk, Path::new("log"), opts())
         .await
         .unwrap_or_else(|e| panic!("{what}: the clean recovery failed: {e}"));
-    let mut reader = log.reader(1);
-    let mut lsn = 0;
-    while let Some(rec) = reader.next().await.unwrap() {
-        lsn += 1;
-        assert_eq!(rec.lsn, lsn, "{what}");
-        assert!(rec.data == payload(lsn), "{what}: record {lsn} changed");
-    }
+    let lsn = common::check_contiguous(&log, 1, payload, what).await;
     assert_eq!(
         lsn, records,
         "{what}: acknowledged records lost ({report:?})"

@@ -128,13 +128,7 @@ async fn judge(
         Err(e) => panic!("{what}: unexpected error {e}"),
         Ok((log, report)) => {
             // Whatever opens must read back only intact records, contiguously.
-            let mut reader = log.reader(1);
-            let mut lsn = 0;
-            while let Some(rec) = reader.next().await.unwrap() {
-                lsn += 1;
-                assert_eq!(rec.lsn, lsn, "{what}");
-                assert!(rec.data == payload(lsn), "{what}: record {lsn} changed");
-            }
+            let lsn = common::check_contiguous(&log, 1, payload, what).await;
             if report.cut.is_some() {
                 "cut"
             } else {

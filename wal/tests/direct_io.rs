@@ -86,26 +86,21 @@ fn a_filesystem_refusing_direct_io_falls_back_to_buffered_writes() {
             Arc::new(FailingDisk::new(CrashDisk::new(), plan))
         };
         let disk = refusing(1);
-        let (log, _) = Wal::open(
-            Arc::clone(&disk) as Arc<dyn diskio::DynDiskIo>,
-            "log",
-            small(),
-        )
-        .await
-        .unwrap();
+        let open = || {
+            Wal::open(
+                Arc::clone(&disk) as Arc<dyn diskio::DynDiskIo>,
+                "log",
+                small(),
+            )
+        };
+        let (log, _) = open().await.unwrap();
         assert!(!log.is_direct_io(), "the refusal was noticed");
         for i in 0..50u64 {
             log.append(&payload(i, 300)).await.unwrap();
         }
         assert_eq!(read_all(&log, 1).await.len(), 50);
         log.close().await.unwrap();
-        let (log, report) = Wal::open(
-            Arc::clone(&disk) as Arc<dyn diskio::DynDiskIo>,
-            "log",
-            small(),
-        )
-        .await
-        .unwrap();
+        let (log, report) = open().await.unwrap();
         assert_eq!(report.records, 50);
         assert!(!log.is_direct_io());
         assert!(disk.injected() >= 2, "each open tried O_DIRECT once");

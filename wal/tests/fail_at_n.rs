@@ -73,13 +73,7 @@ async fn check(disk: CrashDisk, acked: u64, direct: bool, what: &str) {
     let (log, report) = Wal::open(disk, Path::new("log"), opts(direct))
         .await
         .unwrap_or_else(|e| panic!("{what}: reopening without faults failed: {e}"));
-    let mut reader = log.reader(1);
-    let mut lsn = 0;
-    while let Some(rec) = reader.next().await.unwrap() {
-        lsn += 1;
-        assert_eq!(rec.lsn, lsn, "{what}: contiguous");
-        assert!(rec.data == payload(lsn), "{what}: record {lsn} is corrupt");
-    }
+    let lsn = common::check_contiguous(&log, 1, payload, what).await;
     assert!(
         lsn >= acked,
         "{what}: acknowledged up to {acked}, recovered up to {lsn} ({report:?})"

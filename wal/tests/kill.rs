@@ -6,6 +6,8 @@
 //! The child is this test binary itself, started again with `DISKIO_WAL_CHILD` set.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // tests: a failed step panics
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -122,10 +124,7 @@ fn check(dir: &Path, backend: &str, acked: &BTreeMap<u64, (u64, u64)>, round: u6
 }
 
 fn kills(backend: &str) {
-    let rounds: u64 = std::env::var("DISKIO_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let rounds = common::env_count("DISKIO_KILLS", 50);
     let seed = conformance::seed_from_env("DISKIO_SEED");
     eprintln!("{backend}: {rounds} kills, DISKIO_SEED={seed}");
     if disk(backend).is_none() {

@@ -85,17 +85,7 @@ async fn check(crashed: CrashDisk, done: Done, direct: bool, what: &str) {
         first <= done.truncated_ever.max(1),
         "{what}: the log starts at {first}, past what was truncated ({done:?})"
     );
-    let mut reader = log.reader(first);
-    let mut lsn = first - 1;
-    while let Some(rec) = reader
-        .next()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: reading back: {e}"))
-    {
-        lsn += 1;
-        assert_eq!(rec.lsn, lsn, "{what}: the log is a contiguous prefix");
-        assert!(rec.data == payload(lsn), "{what}: record {lsn} is corrupt");
-    }
+    let lsn = common::check_contiguous(&log, first, payload, what).await;
     assert!(
         lsn >= acked,
         "{what}: acknowledged records lost: recovered up to {lsn}, acknowledged {acked} ({report:?})"
@@ -135,10 +125,7 @@ fn every_crash_point_recovers_every_acknowledged_record_with_direct_io() {
 }
 
 fn sweep(direct: bool, modes: &[CrashMode]) {
-    let target: u64 = std::env::var("DISKIO_CRASH_STATES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
+    let target = common::env_count("DISKIO_CRASH_STATES", 10_000);
     let seed = conformance::seed_from_env("DISKIO_SEED");
     eprintln!("power-loss sweep (direct_io {direct}): DISKIO_SEED={seed}, {target} crash states");
     let mut rng = Rng::new(seed);

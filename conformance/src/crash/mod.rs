@@ -301,10 +301,7 @@ impl CrashDisk {
         bufs: B,
         offset: u64,
     ) -> BufResult<usize, B> {
-        let (op, bufs) = match self.admit(Request::at(op, file, offset), bufs) {
-            Ok(admitted) => admitted,
-            Err((e, bufs)) => return (Err(e), bufs),
-        };
+        let (op, bufs) = diskio::admitted!(self.admit(Request::at(op, file, offset), bufs));
         let len = op.ctx.len.unwrap_or(0);
         let res = check_size(&op.ctx, offset + len).and_then(|()| {
             self.with_file(&op.file.path, &op.ctx, |f| {
@@ -429,10 +426,7 @@ impl DiskIo for CrashDisk {
     }
 
     async fn read_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
-        let (op, mut buf) = match self.admit(Request::at(Op::Read, file, offset), buf) {
-            Ok(admitted) => admitted,
-            Err((e, buf)) => return (Err(e), buf),
-        };
+        let (op, mut buf) = diskio::admitted!(self.admit(Request::at(Op::Read, file, offset), buf));
         let res = self.with_file(&op.file.path, &op.ctx, |f| {
             let start = (offset as usize).min(f.live.len());
             let end = (offset as usize)

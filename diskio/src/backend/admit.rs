@@ -76,6 +76,17 @@ impl Request {
     }
 }
 
+/// The start of `open` as every backend counts it: the path shared, the context for its errors,
+/// the running timer (finish it with [`FileTable::insert_opened`]).
+pub fn start_open(
+    stats: &Stats,
+    path: &std::path::Path,
+) -> (Arc<std::path::Path>, Context, OpTimer) {
+    let path: Arc<std::path::Path> = Arc::from(path);
+    let ctx = Context::new(Op::Open).path(Arc::clone(&path));
+    (path, ctx, stats.start(Op::Open))
+}
+
 /// The memory an operation hands to the kernel, as admission sees it.
 pub trait OpBufs {
     /// The total length, or `None` for an operation without buffers.
@@ -136,6 +147,48 @@ pub struct Admitted<F> {
 
 /// A refused operation: the error, and the buffers it came with.
 pub type Refused<B> = (Error, B);
+
+/// The admitted operation of an admission's result, or else `return (Err(e), bufs)` from the
+/// enclosing operation: the refusal with its buffers handed back, as every operation that takes
+/// buffers must.
+///
+/// ```
+/// use diskio::backend::{FileAccess, FileTable, Request, Stats};
+/// use diskio::{AlignedBuf, BufResult, FileId, Op};
+///
+/// /// The start of a backend's `read_at`: a refused read returns here, with its buffer.
+/// fn read_at(
+///     files: &FileTable<FileAccess>,
+///     stats: &Stats,
+///     file: FileId,
+///     buf: AlignedBuf,
+///     offset: u64,
+/// ) -> BufResult<usize> {
+///     let req = Request::at(Op::Read, file, offset);
+///     let (op, buf) = diskio::admitted!(files.admit(stats, req, buf));
+///     // ... hand `buf` to the kernel; here, nothing is read.
+///     op.timer.ok(0);
+///     (Ok(0), buf)
+/// }
+///
+/// let (files, stats) = (FileTable::new(), Stats::new());
+/// let buf = AlignedBuf::zeroed(512, 512)?;
+/// let (res, buf) = read_at(&files, &stats, FileId::from_raw(7), buf, 0);
+/// assert!(res.is_err(), "an id never opened is refused");
+/// assert_eq!(buf.len(), 512, "and the buffer comes back");
+/// # Ok::<(), diskio::Error>(())
+/// ```
+#[macro_export]
+macro_rules! admitted {
+    ($admission:expr) => {
+        match $admission {
+            ::std::result::Result::Ok(admitted) => admitted,
+            ::std::result::Result::Err((e, bufs)) => {
+                return (::std::result::Result::Err(e), bufs);
+            }
+        }
+    };
+}
 
 /// Admits `req` with `bufs`: starts its timer in `stats`, resolves its file with `resolve`, and
 /// checks it against the file's [`FileAccess`] (found by `access`). On refusal the timer counts

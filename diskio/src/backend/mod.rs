@@ -26,7 +26,7 @@ mod table;
 pub use crate::disk::write_then_sync;
 pub use crate::error::check_range;
 pub use crate::stats::{COUNTED_OPS, OpTimer, Stats};
-pub use admit::{Admitted, OpBufs, Refused, Request, admit};
+pub use admit::{Admitted, OpBufs, Refused, Request, admit, start_open};
 pub use io_uring::{
     check_disable_env, check_opcodes, explain_setup_error, probe_refused, setup_refused,
 };

@@ -7,6 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::error::{BadFileReason, Context, Error, Op, Result, check_range};
 use crate::file::{DirectAlignment, FileId, OpenOptions};
+use crate::stats::{OpTimer, Stats};
 
 /// What an operation needs from its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +91,40 @@ impl FileAccess {
     }
 }
 
+impl<F: AsRef<FileAccess>> FileTable<F> {
+    /// [`DiskIo::direct_alignment`](crate::DiskIo::direct_alignment) of an open file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadFile`] if the id is not open.
+    pub fn direct_alignment(&self, id: FileId) -> Result<Option<DirectAlignment>> {
+        let f = self.get(id, || Context::new(Op::FileLen).file(id))?;
+        Ok((*f).as_ref().direct)
+    }
+
+    /// [`DiskIo::file_len`](crate::DiskIo::file_len) as every backend runs it: admitted and
+    /// counted, then an `fstat` of the file's descriptor (`std_file` finds it in the record) on
+    /// the calling thread, since it never waits for the device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadFile`]; [`Error::Io`] from `fstat`, with the path.
+    pub fn file_len_counted(
+        &self,
+        stats: &Stats,
+        id: FileId,
+        std_file: impl FnOnce(&F) -> &std::fs::File,
+    ) -> Result<u64> {
+        let op = self.admit_plain(stats, super::Request::new(Op::FileLen, id))?;
+        let res = std_file(&op.file)
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io(op.ctx.path((*op.file).as_ref().path.clone()), e));
+        op.timer.finish(&res, |_| 0);
+        res
+    }
+}
+
 impl AsRef<FileAccess> for FileAccess {
     fn as_ref(&self) -> &FileAccess {
         self
@@ -165,6 +200,30 @@ impl<F> FileTable<F> {
     pub fn remove(&self, id: FileId, ctx: impl FnOnce() -> Context) -> Result<Arc<F>> {
         let removed = self.write().remove(&id.into_raw());
         removed.ok_or_else(|| self.bad(id, ctx()))
+    }
+
+    /// The end of `open`, counted as every backend counts it: the timer (started as the open
+    /// was) finished, the file inserted; returns its new id.
+    ///
+    /// # Errors
+    ///
+    /// The open's error.
+    pub fn insert_opened(&self, timer: OpTimer, opened: Result<F>) -> Result<FileId> {
+        timer.finish(&opened, |_| 0);
+        Ok(self.insert(opened?))
+    }
+
+    /// `close`, counted in `stats` as every backend counts it: removes the file and returns its
+    /// record (operations in flight keep it alive until they finish).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadFile`] if the id is not open.
+    pub fn close_counted(&self, stats: &Stats, id: FileId) -> Result<Arc<F>> {
+        let timer = stats.start(Op::Close);
+        let res = self.remove(id, || Context::new(Op::Close).file(id));
+        timer.finish(&res, |_| 0);
+        res
     }
 
     /// Removes every file (at shutdown).

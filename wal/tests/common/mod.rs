@@ -41,6 +41,37 @@ pub async fn read_all<D: DiskIo>(log: &Wal<D>, from: u64) -> Vec<(u64, Vec<u8>)>
     out
 }
 
+/// Reads the log from `first` on and checks that it is contiguous and that every record is
+/// `expected(lsn)`; returns the last LSN read (`first - 1` if none). `what` names the case in
+/// failure messages.
+pub async fn check_contiguous<D: DiskIo>(
+    log: &Wal<D>,
+    first: u64,
+    expected: impl Fn(u64) -> Vec<u8>,
+    what: &str,
+) -> u64 {
+    let mut reader = log.reader(first);
+    let mut lsn = first - 1;
+    while let Some(rec) = reader
+        .next()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: reading back: {e}"))
+    {
+        lsn += 1;
+        assert_eq!(rec.lsn, lsn, "{what}: the log is a contiguous prefix");
+        assert!(rec.data == expected(lsn), "{what}: record {lsn} is corrupt");
+    }
+    lsn
+}
+
+/// A count from the environment variable `var` (a longer run), else `default`.
+pub fn env_count(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Runs `f` on a fresh two-thread runtime.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
@@ -53,21 +84,19 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// The raw backend, or (visibly) the blocking one where io_uring is not allowed.
 pub fn raw_or_blocking() -> Arc<dyn DynDiskIo> {
-    match diskio_raw::RawDisk::with_defaults() {
-        Ok(d) => Arc::new(d),
-        Err(e) => {
-            eprintln!("SKIPPED raw backend (io_uring unavailable: {e}); running on blocking");
-            Arc::new(diskio_blocking::BlockingDisk::with_defaults().expect("blocking backend"))
-        }
-    }
+    or_blocking("raw", diskio_raw::RawDisk::with_defaults())
 }
 
 /// The tokio-uring backend, or (visibly) the blocking one where io_uring is not allowed.
 pub fn uring_or_blocking() -> Arc<dyn DynDiskIo> {
-    match diskio_uring::UringDisk::with_defaults() {
+    or_blocking("uring", diskio_uring::UringDisk::with_defaults())
+}
+
+fn or_blocking<D: DiskIo>(name: &str, tried: diskio::Result<D>) -> Arc<dyn DynDiskIo> {
+    match tried {
         Ok(d) => Arc::new(d),
         Err(e) => {
-            eprintln!("SKIPPED uring backend (io_uring unavailable: {e}); running on blocking");
+            eprintln!("SKIPPED {name} backend (io_uring unavailable: {e}); running on blocking");
             Arc::new(diskio_blocking::BlockingDisk::with_defaults().expect("blocking backend"))
         }
     }
