@@ -1,10 +1,14 @@
 //! For the authors of backends: the pieces every backend of this workspace is built from, so
 //! that a new one refuses, counts and explains exactly as they do.
 //!
-//! - **Admission** ([`admit`], [`FileTable::admit`]): the step every operation takes before it
-//!   reaches the kernel: resolve the file, check access, range and `O_DIRECT` alignment, start
-//!   the timer, and hand the buffers back on refusal.
-//! - **Open files** ([`FileTable`], [`FileAccess`]) and **stats** ([`Stats`], [`OpTimer`]).
+//! - **Admission** ([`admit`], [`FileTable::admit`], [`crate::admitted!`]): the step every
+//!   operation takes before it reaches the kernel: resolve the file, check access, range and
+//!   `O_DIRECT` alignment, start the timer, and hand the buffers back on refusal. Generic and
+//!   inlined: no call through a function pointer on the hot path.
+//! - **Open files** ([`FileTable`], [`FileAccess`]) with `open`, `close`, `file_len` and
+//!   `direct_alignment` counted alike ([`start_open`], [`FileTable::insert_opened`],
+//!   [`FileTable::close_counted`], [`FileTable::file_len_counted`]), and **stats** ([`Stats`],
+//!   [`OpTimer`]).
 //! - **The system, asked once**: [`direct_alignment`] (`statx`), [`IOV_MAX`], [`RW_MAX`].
 //! - **io_uring refusals explained** alike by every io_uring backend ([`setup_refused`],
 //!   [`explain_setup_error`], [`check_opcodes`], [`check_disable_env`]).
