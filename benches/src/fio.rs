@@ -122,6 +122,7 @@ pub fn parse(report: &str, pattern: Pattern) -> Result<Figures, String> {
         p99_us,
         p999_us: f64::NAN,
         mean_us,
+        cpu_us_per_op: f64::NAN,
     })
 }
 

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cpu;
 pub mod engines;
 pub mod fio;
 #[cfg(feature = "peers")]
@@ -60,6 +61,8 @@ pub struct Sample {
     pub elapsed: Duration,
     /// Per-operation latency in nanoseconds.
     pub latency_ns: Histogram<u64>,
+    /// CPU time of the whole process during the measurement window, where it was measured.
+    pub cpu: Option<Duration>,
 }
 
 impl Sample {
@@ -70,6 +73,7 @@ impl Sample {
             bytes: 0,
             elapsed: Duration::ZERO,
             latency_ns: new_histogram(),
+            cpu: None,
         }
     }
 
@@ -79,6 +83,7 @@ impl Sample {
         self.bytes += other.bytes;
         self.elapsed = self.elapsed.max(other.elapsed);
         let _ = self.latency_ns.add(&other.latency_ns);
+        self.cpu = self.cpu.or(other.cpu);
     }
 
     /// Counts one operation that ran from `begin` to `end`, unless it began before
@@ -110,6 +115,14 @@ impl Sample {
     /// Mean latency in microseconds.
     pub fn mean_us(&self) -> f64 {
         self.latency_ns.mean() / 1000.0
+    }
+
+    /// CPU time of the process per operation counted, in microseconds (`NaN` if not measured).
+    pub fn cpu_us_per_op(&self) -> f64 {
+        match self.cpu {
+            Some(cpu) if self.ops > 0 => cpu.as_secs_f64() * 1e6 / self.ops as f64,
+            _ => f64::NAN,
+        }
     }
 }
 

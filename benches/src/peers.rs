@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::Sample;
+use crate::cpu::CpuWindow;
 use crate::report::Figures;
 use crate::wal_bench::WalWorkload;
 
@@ -66,6 +67,7 @@ where
     let start = Instant::now() + Duration::from_millis(20);
     let counting_from = start + warmup;
     let deadline = counting_from + w.duration;
+    let cpu = CpuWindow::start(counting_from, deadline);
     let handles: Vec<_> = (0..w.writers)
         .map(|t| {
             let append = Arc::clone(&append);
@@ -95,6 +97,7 @@ where
         );
     }
     total.elapsed = w.duration;
+    total.cpu = cpu.finish();
     Ok(total)
 }
 
@@ -143,6 +146,7 @@ fn writeahead_run(w: &WalWorkload, dir: &Path, warmup: Duration) -> Result<Sampl
         let start = Instant::now() + Duration::from_millis(20);
         let counting_from = start + warmup;
         let deadline = counting_from + w.duration;
+        let cpu = CpuWindow::start(counting_from, deadline);
         let mut tasks = tokio::task::JoinSet::new();
         for t in 0..w.writers {
             let handle = wal.writer().map_err(|e| e.to_string())?;
@@ -169,6 +173,7 @@ fn writeahead_run(w: &WalWorkload, dir: &Path, warmup: Duration) -> Result<Sampl
             total.merge(&joined.map_err(|e| e.to_string())??);
         }
         total.elapsed = w.duration;
+        total.cpu = cpu.finish();
         Ok(total)
     })
 }

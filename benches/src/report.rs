@@ -29,6 +29,8 @@ pub struct Figures {
     pub p999_us: f64,
     /// Mean latency, µs.
     pub mean_us: f64,
+    /// CPU time of the whole process per operation, µs (`NaN` where not measured).
+    pub cpu_us_per_op: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -50,6 +52,7 @@ impl Figures {
             p99_us: s.latency_us(0.99),
             p999_us: s.latency_us(0.999),
             mean_us: s.mean_us(),
+            cpu_us_per_op: s.cpu_us_per_op(),
         }
     }
 
@@ -63,6 +66,7 @@ impl Figures {
             p99_us: m(|f| f.p99_us),
             p999_us: m(|f| f.p999_us),
             mean_us: m(|f| f.mean_us),
+            cpu_us_per_op: m(|f| f.cpu_us_per_op),
         }
     }
 }

@@ -9,6 +9,7 @@ use diskio::DynDiskIo;
 use wal::{Durability, Wal, WalOptions};
 
 use crate::Sample;
+use crate::cpu::CpuWindow;
 use crate::report::Figures;
 
 /// One WAL workload.
@@ -101,6 +102,7 @@ pub fn run(backend: WalBackend, w: &WalWorkload, dir: &Path) -> Result<Figures, 
         let start = Instant::now() + Duration::from_millis(20);
         let counting_from = start + warmup;
         let deadline = counting_from + w.duration;
+        let cpu = CpuWindow::start(counting_from, deadline);
         let mut tasks = tokio::task::JoinSet::new();
         for t in 0..w.writers {
             let log = log.clone();
@@ -124,6 +126,7 @@ pub fn run(backend: WalBackend, w: &WalWorkload, dir: &Path) -> Result<Figures, 
             total.merge(&joined.map_err(|e| e.to_string())??);
         }
         total.elapsed = w.duration;
+        total.cpu = cpu.finish();
         log.close().await.map_err(|e| e.to_string())?;
         Ok::<Sample, String>(total)
     });
@@ -149,6 +152,7 @@ pub fn buf_writer(w: &WalWorkload, dir: &Path) -> Result<Figures, String> {
     let start = Instant::now();
     let counting_from = start + warmup;
     let deadline = counting_from + w.duration;
+    let cpu = CpuWindow::start(counting_from, deadline);
     let mut sample = Sample::empty();
     let mut lsn = 0u64;
     let result = loop {
@@ -169,6 +173,7 @@ pub fn buf_writer(w: &WalWorkload, dir: &Path) -> Result<Figures, String> {
     let _ = std::fs::remove_dir_all(dir);
     result?;
     sample.elapsed = w.duration;
+    sample.cpu = cpu.finish();
     Ok(Figures::of_sample(&sample))
 }
 

@@ -395,8 +395,8 @@ fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> R
     }
     bar.finish_and_clear();
     println!(
-        "{:<34} {:<24} {:>10} {:>8} {:>8} {:>9}  vs the best reference | p50 vs pwrite+fdatasync",
-        "WAL, 256-byte records*", "engine", "records/s", "p50 us", "p99 us", "p99.9 us"
+        "{:<34} {:<24} {:>10} {:>8} {:>8} {:>9} {:>8}  vs the best reference | p50 vs pwrite+fdatasync",
+        "WAL, 256-byte records*", "engine", "records/s", "p50 us", "p99 us", "p99.9 us", "CPU us"
     );
     println!("{}", "-".repeat(130));
     for (w, runs) in rows {
@@ -438,12 +438,13 @@ fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> R
                         _ => String::new(),
                     };
                     println!(
-                        "{label:<34} {:<24} {:>10.0} {:>8.1} {:>8.1} {:>9.1}  {vs_best}{vs_sync}",
+                        "{label:<34} {:<24} {:>10.0} {:>8.1} {:>8.1} {:>9.1} {:>8.2}  {vs_best}{vs_sync}",
                         backends[k].name(),
                         f.iops,
                         f.p50_us,
                         f.p99_us,
-                        f.p999_us
+                        f.p999_us,
+                        f.cpu_us_per_op
                     );
                 }
                 (Err(e), _) => println!("{label:<34} {:<24} cannot run: {e}", backends[k].name()),
@@ -454,7 +455,8 @@ fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> R
     println!(
         "\nmedians of {} run(s), engines alternated; references: the fastest peer (durable), a \
          BufWriter (unsynced), one thread's pwrite + fdatasync over written blocks (p50); \
-         * unless the workload says otherwise",
+         * unless the workload says otherwise; CPU us: user + system time of the whole process \
+         (every thread, io_uring workers included) per record, over the measured second",
         args.runs
     );
     print_replay(args);
