@@ -90,6 +90,40 @@ impl WorkloadResult {
     }
 }
 
+/// The figures as JSON (`null` for a figure the engine cannot report).
+pub fn figures_json(f: &Figures) -> serde_json::Value {
+    serde_json::json!({
+        "ops_s": f.iops,
+        "mib_s": f.mib_s,
+        "p50_us": f.p50_us,
+        "p99_us": f.p99_us,
+        "p999_us": f.p999_us,
+        "mean_us": f.mean_us,
+        "cpu_us_per_op": f.cpu_us_per_op,
+    })
+}
+
+/// One JSON row per workload and engine of the I/O table: the median figures, or the error
+/// that stopped the engine.
+pub fn io_json(results: &[WorkloadResult]) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    for r in results {
+        for e in &r.engines {
+            let figures = match &e.runs {
+                Ok(runs) => figures_json(&Figures::median(runs)),
+                Err(msg) => serde_json::json!({ "error": msg }),
+            };
+            rows.push(serde_json::json!({
+                "table": "io",
+                "workload": r.workload.name,
+                "engine": e.engine.name(),
+                "figures": figures,
+            }));
+        }
+    }
+    rows
+}
+
 /// Renders the table: per workload, per engine, the median figures and the ratios of IOPS (and
 /// of p50 latency, at queue depth 1) to the reference engines measured in the same run: plain
 /// threads, and fio when it ran.

@@ -55,6 +55,10 @@ struct Args {
     /// Do not run fio even when it is installed.
     #[arg(long)]
     no_fio: bool,
+    /// Also write every figure (medians per workload and engine, replay rates) to this file as
+    /// JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -176,11 +180,13 @@ fn run(args: &Args) -> Result<(), String> {
         return Err("--only matched no workload".into());
     }
     let mut engines = vec![Engine::Threads];
+    let mut fio_version = None;
     if args.no_fio {
         println!("fio: not run (--no-fio)");
     } else if let Some(version) = fio::version() {
         println!("fio: {version}, ioengine=io_uring, on the same scratch files");
         engines.push(Engine::Fio);
+        fio_version = Some(version);
     } else {
         println!(
             "fio: not installed, so no fio column (install it to compare: apt-get install -y fio)"
@@ -256,15 +262,29 @@ fn run(args: &Args) -> Result<(), String> {
         });
     }
     bar.finish_and_clear();
+    let mut json_rows = report::io_json(&results);
     if !results.is_empty() {
         println!("{}", report::table(&results, args.runs));
         print_trait_cost(&results);
         print_uring(&results);
     }
     if !wal_chosen.is_empty() {
-        run_wal(args, &wal_chosen, &results)?;
+        run_wal(args, &wal_chosen, &results, &mut json_rows)?;
     }
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "diskio_bench": env!("CARGO_PKG_VERSION"),
+            "runs": args.runs,
+            "duration_ms": args.duration_ms,
+            "fio": fio_version,
+            "peers": cfg!(feature = "peers"),
+            "rows": json_rows,
+        });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
     if args.clean {
         std::fs::remove_dir_all(&args.dir)
             .map_err(|e| format!("removing {}: {e}", args.dir.display()))?;
@@ -360,7 +380,12 @@ impl WalEngine {
     }
 }
 
-fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> Result<(), String> {
+fn run_wal(
+    args: &Args,
+    chosen: &[WalWorkload],
+    engines: &[WorkloadResult],
+    json_rows: &mut Vec<serde_json::Value>,
+) -> Result<(), String> {
     let backends = WalEngine::all();
     if !cfg!(feature = "peers") {
         println!(
@@ -407,6 +432,19 @@ fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> R
                 _ => None,
             })
             .collect();
+        for (k, r) in runs.iter().enumerate() {
+            let figures = match (r, medians[k]) {
+                (Some(Ok(_)), Some(f)) => report::figures_json(&f),
+                (Some(Err(e)), _) => serde_json::json!({ "error": e }),
+                _ => continue,
+            };
+            json_rows.push(serde_json::json!({
+                "table": "wal",
+                "workload": w.name,
+                "engine": backends[k].name(),
+                "figures": figures,
+            }));
+        }
         // The best reference of this workload: the fastest peer (durable) or the BufWriter.
         let best = backends
             .iter()
@@ -459,12 +497,12 @@ fn run_wal(args: &Args, chosen: &[WalWorkload], engines: &[WorkloadResult]) -> R
          (every thread, io_uring workers included) per record, over the measured second",
         args.runs
     );
-    print_replay(args);
+    print_replay(args, json_rows);
     Ok(())
 }
 
 /// Replay of sealed segments from the page cache, against a `pread` loop over the same files.
-fn print_replay(args: &Args) {
+fn print_replay(args: &Args, json_rows: &mut Vec<serde_json::Value>) {
     let records: u64 = if args.quick { 100_000 } else { 1_000_000 };
     for backend in [WalBackend::Raw, WalBackend::Blocking] {
         let runs: Result<Vec<wal_bench::Replay>, String> = (0..args.runs)
@@ -495,8 +533,26 @@ fn print_replay(args: &Args) {
                     r / gib,
                     n / 1e6,
                 );
+                json_rows.push(serde_json::json!({
+                    "table": "replay",
+                    "engine": backend.name(),
+                    "figures": {
+                        "records": records,
+                        "next_batch_bytes_s": b,
+                        "next_into_bytes_s": r,
+                        "next_into_records_s": n,
+                        "pread_bytes_s": p,
+                    },
+                }));
             }
-            Err(e) => println!("WAL replay, {}: cannot run: {e}", backend.name()),
+            Err(e) => {
+                println!("WAL replay, {}: cannot run: {e}", backend.name());
+                json_rows.push(serde_json::json!({
+                    "table": "replay",
+                    "engine": backend.name(),
+                    "figures": { "error": e },
+                }));
+            }
         }
     }
 }
