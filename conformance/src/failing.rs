@@ -27,6 +27,9 @@ pub enum FaultTarget {
     /// Opens that ask for `O_DIRECT` (with `EINVAL`: a filesystem that refuses direct I/O, such
     /// as tmpfs before Linux 6.6). Not counted by [`Any`](Self::Any).
     DirectOpen,
+    /// `preallocate` alone (with `EOPNOTSUPP`: a filesystem that cannot preallocate, such as
+    /// many FUSE filesystems). Also counted by [`Any`](Self::Any).
+    Preallocate,
 }
 
 /// Whether the fault fires once or sticks.
@@ -80,6 +83,7 @@ enum Kind {
     Write,
     Sync,
     Meta,
+    Preallocate,
     DirectOpen,
 }
 
@@ -188,6 +192,7 @@ impl<D: DiskIo> FailingDisk<D> {
             FaultTarget::Sync => kind == Kind::Sync,
             FaultTarget::Any => kind != Kind::DirectOpen,
             FaultTarget::DirectOpen => kind == Kind::DirectOpen,
+            FaultTarget::Preallocate => kind == Kind::Preallocate,
         };
         if !counts {
             return None;
@@ -258,7 +263,7 @@ impl<D: DiskIo> DiskIo for FailingDisk<D> {
     }
     async fn preallocate(&self, file: FileId, offset: u64, len: u64) -> Result<()> {
         let req = Request::at(Op::Preallocate, file, offset).len(len);
-        self.admit_plain(Kind::Meta, req)?;
+        self.admit_plain(Kind::Preallocate, req)?;
         self.inner.preallocate(file, offset, len).await
     }
     async fn set_len(&self, file: FileId, len: u64) -> Result<()> {

@@ -33,6 +33,11 @@ use crate::stats::StatsSnapshot;
 ///   backend itself (the kernel's own atomicity rules still apply).
 /// - **Errors are typed** and carry the operation, file, offset, length and path where known.
 ///   Nothing panics on bad input.
+/// - **A lost worker is an error, never a hang.** If the thread or task a backend runs an
+///   operation on is gone (the backend shutting down, a worker that panicked, the executor of
+///   a runtime being dropped), the operation fails with [`Error::Shutdown`]. Its buffers come
+///   back when the backend still holds them; when they were lost with the worker, the
+///   operation hands back empty ones ([`AlignedBuf::empty`], or an empty `Vec`).
 ///
 /// Generic code (`fn f<D: DiskIo>(disk: &D)`) pays no boxing per operation. For a backend
 /// chosen at run time, use [`DynDiskIo`](crate::DynDiskIo) (`Arc<dyn DynDiskIo>` implements
@@ -157,7 +162,9 @@ pub trait DiskIo: Send + Sync + 'static {
 
     /// Reserves space for `offset..offset + len` (`fallocate` mode 0): the file grows to at
     /// least `offset + len` bytes, the new bytes read as zeros, and later writes in the range
-    /// will not fail for lack of space.
+    /// will not fail for lack of space. A `len` of 0 is a no-op that succeeds (the backend does
+    /// not ask the OS, whose `fallocate(2)` refuses it with `EINVAL`); the conformance suite
+    /// checks it.
     ///
     /// # Errors
     ///

@@ -111,7 +111,9 @@ impl WalOptions {
     /// Write zeros over a new segment before use (default on; `Sync` durability only, the others
     /// preallocate). Group commits over blocks that were written before are cheaper to sync than
     /// ones that grow the file or fill preallocated extents, because the sync then has no
-    /// metadata to journal. Segments are prepared in the background either way.
+    /// metadata to journal. Segments are prepared in the background either way. Where the
+    /// filesystem cannot preallocate (`fallocate` answers `EOPNOTSUPP`), a segment that would be
+    /// preallocated is grown to its size instead, its blocks allocated as the log fills it.
     pub fn zero_fill(mut self, on: bool) -> Self {
         self.zero_fill = on;
         self

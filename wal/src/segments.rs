@@ -151,14 +151,21 @@ impl<D: DiskIo> Inner<D> {
     }
 
     /// Fills a new segment file: zeros over the whole size (`zero_fill`, `Sync` durability), else
-    /// preallocation.
+    /// preallocation; where the filesystem cannot preallocate (`EOPNOTSUPP`), the file is grown
+    /// to its size instead and its blocks are allocated as the log fills it.
     async fn fill(&self, file: FileId) -> diskio::Result<()> {
         let disk = &self.disk;
         let size = self.opts.segment_bytes;
         // Written blocks make a per-group sync cheaper; without one (None, Periodic) zeros would
         // only double what goes to the disk.
         if !self.opts.zero_fill || self.opts.durability != Durability::Sync {
-            return disk.preallocate(file, 0, size).await;
+            return match disk.preallocate(file, 0, size).await {
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    tracing::debug!(error = %e, "the filesystem cannot preallocate a WAL segment; growing it instead");
+                    disk.set_len(file, size).await
+                }
+                other => other,
+            };
         }
         let chunk = (1u64 << 20).min(size) as usize;
         let mut at = 0u64;

@@ -144,3 +144,58 @@ fn periodic_durability_syncs_on_its_own() {
     ));
     assert!(matches!(r, Err(WalError::InvalidOptions(_))));
 }
+
+/// On a filesystem that refuses `fallocate` (`EOPNOTSUPP`, as many FUSE filesystems do), every
+/// durability mode opens, rotates, syncs and reopens with every record: segments that would be
+/// preallocated are grown to their size instead.
+#[test]
+fn every_mode_works_where_fallocate_is_refused() {
+    use conformance::{FailingDisk, FaultMode, FaultPlan, FaultTarget};
+    block_on(async {
+        let modes = [
+            ("None", small().durability(Durability::None)),
+            (
+                "Periodic",
+                small().durability(Durability::Periodic(std::time::Duration::from_millis(5))),
+            ),
+            ("Sync without zero_fill", small().zero_fill(false)),
+        ];
+        for (name, opts) in modes {
+            let plan = FaultPlan::new(FaultTarget::Preallocate, 1)
+                .mode(FaultMode::FromThenOn)
+                .errno(libc::EOPNOTSUPP);
+            let disk = Arc::new(FailingDisk::new(CrashDisk::new(), plan));
+            let open = || {
+                Wal::open(
+                    Arc::clone(&disk) as Arc<dyn diskio::DynDiskIo>,
+                    "log",
+                    opts.clone(),
+                )
+            };
+            let (log, _) = open()
+                .await
+                .unwrap_or_else(|e| panic!("{name}: open failed: {e}"));
+            for i in 1..=300u64 {
+                log.append(&payload(i, 500)).await.unwrap();
+            }
+            assert_eq!(log.sync().await.unwrap(), 300, "{name}");
+            assert!(log.stats().rotations >= 2, "{name}: segments rotated");
+            log.close().await.unwrap();
+            assert!(
+                disk.injected() >= 3,
+                "{name}: fallocate was refused each time"
+            );
+            let (log, report) = open().await.unwrap();
+            assert_eq!(report.records, 300, "{name}");
+            let records = read_all(&log, 1).await;
+            assert_eq!(records.len(), 300, "{name}");
+            assert!(
+                records
+                    .iter()
+                    .all(|(lsn, data)| *data == payload(*lsn, 500)),
+                "{name}: a record changed"
+            );
+            log.close().await.unwrap();
+        }
+    });
+}

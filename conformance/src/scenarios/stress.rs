@@ -190,8 +190,16 @@ pub async fn linked_write_fails<D: DiskIo>(cx: &Cx<D>) -> Outcome {
         .await;
     assert_eq!(bufs.len(), 1, "the buffer comes back");
     match res {
-        Ok(_) => {
-            // Some filesystems (tmpfs, xfs) take files this large: nothing failed to test.
+        Ok(n) => {
+            // Some filesystems (tmpfs, xfs) take files this large: nothing failed to test. But
+            // only if the file really holds the write: a backend that acknowledges a write it
+            // did not make fails here instead of passing as a skip.
+            let len = disk.file_len(file).await.expect("file_len");
+            assert_eq!(
+                (n, len),
+                (4096, FAR + 4096),
+                "write_sync_at at {FAR} acknowledged {n} bytes, but the file is {len} bytes long"
+            );
             disk.set_len(file, 0).await.expect("shrink back");
             Outcome::Skipped(format!(
                 "the scratch filesystem accepts a write at {FAR} bytes; set DISKIO_TEST_DIR to \
