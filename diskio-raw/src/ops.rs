@@ -351,8 +351,9 @@ impl DiskIo for RawDisk {
     ) -> BufResult<usize, Vec<AlignedBuf>> {
         let req = Request::at(Op::Writev, file, offset);
         let (op, bufs) = diskio::admitted!(self.inner.files.admit(&self.inner.stats, req, bufs));
-        let total: usize = bufs.iter().map(AlignedBuf::len).sum();
-        if bufs.len() > IOV_MAX || total > RW_MAX {
+        // Admission already summed the buffers into the context's length.
+        let total = op.ctx.len.unwrap_or(0);
+        if bufs.len() > IOV_MAX || total > RW_MAX as u64 {
             // More than one WRITEV would be needed: the write, then the sync, each counted.
             op.timer.discard();
             return write_then_sync(self, file, bufs, offset, kind).await;
@@ -364,7 +365,7 @@ impl DiskIo for RawDisk {
             Err(e) => Linked::WriteFailed(shutdown_or_io(op.ctx, e)),
             // The write failed; the kernel cancelled the sync. Report the write's error.
             Ok((written, _)) if written < 0 => Linked::WriteFailed(op.file.errno(op.ctx, -written)),
-            Ok((written, _)) if written as usize != total => Linked::Short(written as usize),
+            Ok((written, _)) if written as u64 != total => Linked::Short(written as usize),
             Ok((_, synced)) if synced == -libc::ECANCELED => Linked::SyncCancelled,
             Ok((_, synced)) if synced < 0 => {
                 let sync_ctx = Context::new(Op::Sync).file(file);
