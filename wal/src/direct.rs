@@ -100,6 +100,17 @@ impl DirectCache {
         };
     }
 
+    /// The active segment is now `segment`, reopened with its next group going to file offset
+    /// `end`, after the block bytes `tail` (a truncation moved the end of the log back).
+    pub(crate) fn reopened(&self, tail: Vec<u8>, segment: Lsn, end: u64) {
+        *self.tail() = tail;
+        *self.recent() = Recent {
+            segment: Some(segment),
+            start: end,
+            bytes: Vec::new(),
+        };
+    }
+
     /// Copies into `out` the bytes of segment `segment` from file offset `at` that are held in
     /// memory, at most `max` of them; returns how many.
     pub(crate) fn read(&self, segment: Lsn, at: u64, max: usize, out: &mut Vec<u8>) -> usize {

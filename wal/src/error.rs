@@ -84,6 +84,16 @@ pub enum WalError {
         /// The LSN the next append gets.
         next: Lsn,
     },
+    /// [`skip_to`](crate::Wal::skip_to) an LSN that has been handed out already.
+    #[error(
+        "cannot skip to LSN {lsn}: LSNs below {next} are handed out (truncate_from first to go back)"
+    )]
+    SkipBackwards {
+        /// The LSN asked for.
+        lsn: Lsn,
+        /// The LSN the next append gets.
+        next: Lsn,
+    },
     /// The log was closed.
     #[error("the log is closed")]
     Closed,

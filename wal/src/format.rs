@@ -72,14 +72,49 @@ pub const SEGMENT_SUFFIX: &str = ".wal";
 /// Suffix of a segment being prepared (not yet part of the log).
 pub const TEMP_SUFFIX: &str = ".wal.tmp";
 
+/// Suffix of the first segment of a log that [`skip_to`](crate::Wal::skip_to) restarts at a
+/// later LSN. Once a file with this suffix is in the directory, the skip has happened: recovery
+/// finishes it (removes every older segment, renames this one).
+pub const SKIP_SUFFIX: &str = ".wal.skip";
+
 /// The file name of the segment whose first LSN is `first`.
 pub fn segment_name(first: Lsn) -> String {
     format!("{first:020}{SEGMENT_SUFFIX}")
 }
 
+/// Suffix of the marker of a truncation under way ([`truncate_from`](crate::Wal::truncate_from)):
+/// an empty file named by the first LSN dropped. While it is in the directory, recovery drops
+/// every record from that LSN on, whatever state the interrupted truncation left them in.
+pub const CUT_SUFFIX: &str = ".wal.cut";
+
+/// The file name of the marker of a truncation that drops every record from `first` on.
+pub fn cut_name(first: Lsn) -> String {
+    format!("{first:020}{CUT_SUFFIX}")
+}
+
+/// The LSN a truncation marker's name names, or `None` if the name is not a marker's.
+pub fn parse_cut_name(name: &str) -> Option<Lsn> {
+    parse_lsn_name(name, CUT_SUFFIX)
+}
+
+/// The file name of the segment that a skip to `first` starts the log with, until the skip is
+/// finished.
+pub fn skip_name(first: Lsn) -> String {
+    format!("{first:020}{SKIP_SUFFIX}")
+}
+
 /// The first LSN of a segment file name, or `None` if the name is not a segment's.
 pub fn parse_segment_name(name: &str) -> Option<Lsn> {
-    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    parse_lsn_name(name, SEGMENT_SUFFIX)
+}
+
+/// The LSN a skip file's name names, or `None` if the name is not a skip file's.
+pub fn parse_skip_name(name: &str) -> Option<Lsn> {
+    parse_lsn_name(name, SKIP_SUFFIX)
+}
+
+fn parse_lsn_name(name: &str, suffix: &str) -> Option<Lsn> {
+    let digits = name.strip_suffix(suffix)?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

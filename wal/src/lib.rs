@@ -42,6 +42,9 @@
 //!   durable.
 //! - **Other durability**: [`Durability::None`] returns once a record is queued and syncs only
 //!   on [`Wal::sync`], rotation and close; [`Durability::Periodic`] also syncs on a timer.
+//! - **Moving the end**: [`Wal::truncate_from`] drops a suffix (a replica's conflicting
+//!   entries) and [`Wal::skip_to`] drops everything to continue at a later LSN (after a
+//!   snapshot); both are crash-safe, and once they return no dropped record comes back.
 //! - **Observability**: [`Wal::stats`] gives counters and the distributions of group size,
 //!   commit latency and sync latency.
 //! - **Bounded memory**: records above `record_max` are refused; `append` waits while
@@ -132,6 +135,7 @@ mod partitioned;
 mod queue;
 mod reader;
 mod recovery;
+mod rewind;
 mod segments;
 mod state;
 mod stats;

@@ -7,8 +7,8 @@ use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions, SyncKind};
 use crate::Lsn;
 use crate::error::{Damage, HeaderFault, Result, WalError};
 use crate::format::{
-    FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, TEMP_SUFFIX, decode_frame,
-    parse_segment_name,
+    FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, TEMP_SUFFIX, cut_name, decode_frame,
+    parse_cut_name, parse_segment_name, parse_skip_name, segment_name, skip_name,
 };
 use crate::options::{RecoveryMode, WalOptions};
 
@@ -78,8 +78,14 @@ pub(crate) async fn recover<D: DiskIo>(
     disk.create_dir_all(dir).await?;
     let mut report = RecoveryReport::default();
     let mut segs = Vec::new();
+    let mut skips = Vec::new();
+    let mut cuts = Vec::new();
     for name in disk.list_dir(dir).await? {
-        if name.ends_with(TEMP_SUFFIX) {
+        if let Some(lsn) = parse_skip_name(&name) {
+            skips.push(lsn);
+        } else if let Some(lsn) = parse_cut_name(&name) {
+            cuts.push(lsn);
+        } else if name.ends_with(TEMP_SUFFIX) {
             let path = dir.join(&name);
             disk.remove_file(&path).await?;
             report.removed.push(path);
@@ -91,6 +97,10 @@ pub(crate) async fn recover<D: DiskIo>(
         }
     }
     segs.sort_by_key(|s| s.first_lsn);
+    finish_skip(disk, dir, &mut segs, skips, &mut report).await?;
+    // A truncation that a crash interrupted drops everything from its LSN on (only one runs at
+    // a time; the lowest LSN is the one that covers them all).
+    let cut_at = cuts.iter().min().copied();
     let mut sealed: Vec<FoundSegment> = Vec::new();
     let mut active = None;
     let mut expected = segs.first().map_or(1, |s| s.first_lsn);
@@ -149,7 +159,12 @@ pub(crate) async fn recover<D: DiskIo>(
             });
         }
         let mut at = HEADER_LEN;
+        let mut finishing = false;
         let damage = loop {
+            if cut_at == Some(expected) {
+                finishing = true;
+                break None;
+            }
             match decode_frame(&image[at..], expected, header.salt, opts.record_max) {
                 Frame::Record { frame_len, .. } => {
                     report.records += 1;
@@ -160,6 +175,23 @@ pub(crate) async fn recover<D: DiskIo>(
                 Frame::Invalid(damage) => break Some(damage),
             }
         };
+        if finishing {
+            zero_from(disk, file, &image, at).await?;
+            for later in segs[i + 1..].iter().rev() {
+                disk.remove_file(&later.path).await?;
+                report.removed.push(later.path.clone());
+            }
+            if i + 1 < segs.len() {
+                disk.sync_dir(dir).await?;
+            }
+            active = Some(ActiveFound {
+                segment: seg,
+                file,
+                salt: header.salt,
+                offset: at as u64,
+            });
+            break;
+        }
         let dirty_tail = image[at..].iter().any(|&b| b != 0);
         if let Some(next) = segs.get(i + 1) {
             // A sealed segment: it was synced before the next one got any record, so its end is
@@ -249,6 +281,14 @@ pub(crate) async fn recover<D: DiskIo>(
             });
         }
     }
+    // The truncation is finished (or had nothing left to drop): its marker goes, durably,
+    // before anything can be appended at its LSN.
+    for lsn in cuts {
+        let path = dir.join(cut_name(lsn));
+        disk.remove_file(&path).await?;
+        disk.sync_dir(dir).await?;
+        report.removed.push(path);
+    }
     report.segments = sealed.len() + usize::from(active.is_some());
     report.next_lsn = expected;
     Ok(Recovered {
@@ -258,8 +298,45 @@ pub(crate) async fn recover<D: DiskIo>(
     })
 }
 
+/// Finishes a [`skip_to`](crate::Wal::skip_to) that a crash interrupted: its file is in the
+/// directory only once it is complete and synced, so the skip happened. Every older segment
+/// goes (oldest first, so a crash in between leaves a contiguous log and the skip file), then
+/// the skip file takes its segment name.
+async fn finish_skip<D: DiskIo>(
+    disk: &D,
+    dir: &Path,
+    segs: &mut Vec<FoundSegment>,
+    mut skips: Vec<Lsn>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    skips.sort_unstable();
+    let Some(skip) = skips.pop() else {
+        return Ok(());
+    };
+    let (older, kept): (Vec<_>, Vec<_>) = segs.drain(..).partition(|s| s.first_lsn < skip);
+    for seg in older {
+        disk.remove_file(&seg.path).await?;
+        report.removed.push(seg.path);
+    }
+    for stale in skips {
+        let path = dir.join(skip_name(stale));
+        disk.remove_file(&path).await?;
+        report.removed.push(path);
+    }
+    disk.sync_dir(dir).await?;
+    let path = dir.join(segment_name(skip));
+    disk.rename(&dir.join(skip_name(skip)), &path).await?;
+    disk.sync_dir(dir).await?;
+    segs.push(FoundSegment {
+        first_lsn: skip,
+        path,
+    });
+    segs.extend(kept);
+    Ok(())
+}
+
 /// The whole file, read into memory (a segment at most: bounded by `segment_bytes`).
-async fn read_whole<D: DiskIo>(disk: &D, file: FileId) -> Result<Vec<u8>> {
+pub(crate) async fn read_whole<D: DiskIo>(disk: &D, file: FileId) -> Result<Vec<u8>> {
     let len = disk.file_len(file).await?;
     let len = usize::try_from(len).map_err(|_| {
         WalError::InvalidOptions(format!("a segment of {len} bytes does not fit in memory"))
@@ -317,7 +394,12 @@ fn later_group_after(
 
 /// Zeros the file from `from` to its last non-zero byte, and syncs: what follows the cut can
 /// never pass for a record later, whatever is appended there.
-async fn zero_from<D: DiskIo>(disk: &D, file: FileId, image: &[u8], from: usize) -> Result<()> {
+pub(crate) async fn zero_from<D: DiskIo>(
+    disk: &D,
+    file: FileId,
+    image: &[u8],
+    from: usize,
+) -> Result<()> {
     let Some(last) = image.iter().rposition(|&b| b != 0).filter(|&l| l >= from) else {
         return Ok(());
     };

@@ -1,6 +1,7 @@
 //! Segments: preparing the next one in the background, publishing it, rotating to it, creating
 //! one when none was prepared, and retention (dropping whole segments before an LSN).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -204,6 +205,14 @@ impl<D: DiskIo> Inner<D> {
     /// `first`, on the caller's path (the first segment, or when none was prepared).
     pub(crate) async fn create_segment(&self, first: Lsn) -> diskio::Result<Active> {
         let path = self.dir.join(segment_name(first));
+        let active = self.create_file(path, first).await?;
+        self.disk.sync_dir(&self.dir).await?;
+        Ok(active)
+    }
+
+    /// Creates the file `path` (which must not exist) as a segment whose first LSN is `first`:
+    /// filled, header written, synced; the directory is not synced.
+    pub(crate) async fn create_file(&self, path: PathBuf, first: Lsn) -> diskio::Result<Active> {
         let disk = &self.disk;
         let file = disk
             .open(
@@ -215,11 +224,21 @@ impl<D: DiskIo> Inner<D> {
                     .direct(self.opts.direct_io),
             )
             .await?;
-        check_direct(disk, file)?;
-        self.fill(file).await?;
-        let salt = self.write_header(file, first).await?;
-        disk.fsync(file, SyncKind::All).await?;
-        disk.sync_dir(&self.dir).await?;
+        let made = async {
+            check_direct(disk, file)?;
+            self.fill(file).await?;
+            let salt = self.write_header(file, first).await?;
+            disk.fsync(file, SyncKind::All).await?;
+            Ok(salt)
+        }
+        .await;
+        let salt = match made {
+            Ok(salt) => salt,
+            Err(e) => {
+                let _ = disk.close(file).await;
+                return Err(e);
+            }
+        };
         Ok(Active {
             seg: SegmentRef {
                 first_lsn: first,
@@ -234,6 +253,7 @@ impl<D: DiskIo> Inner<D> {
     /// Retention: removes every sealed segment whose records all come before `lsn` (the
     /// directory synced after); returns the first LSN still in the log.
     pub(crate) async fn remove_before(&self, lsn: Lsn) -> Result<Lsn> {
+        let _one_at_a_time = self.rewrites.lock().await;
         let (doomed, first) = {
             let mut st = self.lock();
             st.usable()?;

@@ -32,6 +32,9 @@ pub(crate) struct Inner<D> {
     pub(crate) direct: DirectCache,
     /// The `Periodic` timer thread, woken to exit when the log closes or goes.
     pub(crate) ticker: Mutex<Option<std::thread::Thread>>,
+    /// Held by whatever removes or rewrites segments (retention, truncation, a skip): one at a
+    /// time.
+    pub(crate) rewrites: tokio::sync::Mutex<()>,
 }
 
 impl<D> Drop for Inner<D> {
@@ -62,6 +65,9 @@ pub(crate) struct State {
     /// The failure that poisoned the log.
     pub(crate) poison: Option<Arc<diskio::Error>>,
     pub(crate) closed: bool,
+    /// The log's files are being rewritten ([`Wal::truncate_from`](crate::Wal::truncate_from),
+    /// [`Wal::skip_to`](crate::Wal::skip_to)): appends wait.
+    pub(crate) rewriting: bool,
     pub(crate) segments: Segments,
 }
 
@@ -101,6 +107,17 @@ pub(crate) struct Segments {
     pub(crate) preparing: bool,
     /// Segments prepared so far (names the temporary files).
     pub(crate) prepared_count: u64,
+}
+
+impl Segments {
+    /// Every segment of the log, oldest first.
+    pub(crate) fn all(&self) -> Vec<SegmentRef> {
+        let mut v = self.sealed.clone();
+        if let Some(a) = &self.active {
+            v.push(a.seg.clone());
+        }
+        v
+    }
 }
 
 /// A segment of the log that the reader can find.
@@ -145,6 +162,7 @@ impl State {
             sync_wanted: false,
             poison: None,
             closed: false,
+            rewriting: false,
             segments,
         }
     }
@@ -182,6 +200,7 @@ impl<D: DiskIo> Inner<D> {
             write_buf: Mutex::new(None),
             direct,
             ticker: Mutex::new(None),
+            rewrites: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -203,11 +222,7 @@ impl<D: DiskIo> Inner<D> {
     /// The segments, oldest first, and the first LSN still in the log.
     pub(crate) fn segments(&self) -> (Vec<SegmentRef>, Lsn) {
         let st = self.lock();
-        let mut v = st.segments.sealed.clone();
-        if let Some(a) = &st.segments.active {
-            v.push(a.seg.clone());
-        }
-        (v, st.segments.first_lsn)
+        (st.segments.all(), st.segments.first_lsn)
     }
 
     /// Poisons the log with `cause` (the first cause wins): every waiter wakes and fails.

@@ -190,6 +190,9 @@ impl<D: DiskIo> Wal<D> {
         let inner = &self.inner;
         let mut st = inner.lock();
         st.usable()?;
+        if st.rewriting {
+            return Ok(None);
+        }
         let pending = &st.pending;
         if pending.bytes != 0 && pending.bytes + frame > inner.opts.queued_bytes_max {
             return Ok(None);
@@ -284,6 +287,40 @@ impl<D: DiskIo> Wal<D> {
     /// stays consistent), [`WalError::Poisoned`], [`WalError::Closed`].
     pub async fn truncate_before(&self, lsn: Lsn) -> Result<Lsn> {
         self.inner.remove_before(lsn).await
+    }
+
+    /// Drops every record from `lsn` on: the next append gets `lsn`. For a log whose tail turned
+    /// out to be wrong (a replica whose uncommitted entries conflict with its leader's).
+    ///
+    /// Appends wait while it runs; records appended before the call are made durable first,
+    /// then dropped with the rest if at or after `lsn`. Once it returns, no dropped record comes
+    /// back, after a crash either; a crash during the call leaves the log as it was or with a
+    /// part of the suffix dropped (always contiguous). Readers made before the call may still
+    /// hand out records they had read: make new ones.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::NotAppended`] if `lsn` is past the next LSN; [`WalError::Truncated`] if it
+    /// is before the first LSN still in the log; [`WalError::Poisoned`] (and the log poisoned)
+    /// if a write, sync or removal fails part way; [`WalError::Closed`].
+    pub async fn truncate_from(&self, lsn: Lsn) -> Result<()> {
+        Inner::truncate_from(&self.inner, lsn).await
+    }
+
+    /// Drops every record and continues the log at `lsn`: the next append gets `lsn`, and
+    /// [`first_lsn`](Self::first_lsn) is `lsn`. For a log whose records up to `lsn - 1` are
+    /// kept elsewhere (a snapshot installed on a replica).
+    ///
+    /// Atomic across a crash: after it, the log is the old one or the empty one at `lsn`,
+    /// never a mix. Appends wait while it runs.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::SkipBackwards`] if `lsn` is below the next LSN (use
+    /// [`truncate_from`](Self::truncate_from) to go back); [`WalError::Poisoned`] (and the log
+    /// poisoned) if a file operation fails part way; [`WalError::Closed`].
+    pub async fn skip_to(&self, lsn: Lsn) -> Result<()> {
+        Inner::skip_to(&self.inner, lsn).await
     }
 
     /// Makes everything appended durable, waits for the committer, and closes the files. Later
