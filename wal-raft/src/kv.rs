@@ -1,12 +1,16 @@
 //! A key-value state machine for the examples and tests: an in-memory map, with snapshots that
 //! are the whole map encoded.
 //!
-//! It keeps nothing on disk: after a restart it starts empty and openraft re-applies the log
-//! (or installs a snapshot from the leader). Pair it with [`LogStore`](crate::LogStore) for a
-//! replicated map whose log is durable.
+//! The map itself lives in memory. [`KvStateMachine::new`] keeps nothing on disk (tests);
+//! [`KvStateMachine::open`] also keeps its latest snapshot in a file, written atomically, and
+//! starts from it after a restart. A node whose log store purges entries behind snapshots needs
+//! that: the purged entries exist nowhere else, and openraft refuses to start a node whose log
+//! is purged past what its state machine holds. Pair it with [`LogStore`](crate::LogStore) for
+//! a replicated map whose log is durable.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
+use std::io::{self, Cursor, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -61,6 +65,18 @@ pub type NodeId = u64;
 #[derive(Clone, Default)]
 pub struct KvStateMachine {
     inner: Arc<Mutex<State>>,
+    /// Where the latest snapshot is kept, if anywhere.
+    dir: Option<PathBuf>,
+}
+
+/// The snapshot file: the snapshot's meta and the encoded map, postcard-encoded, then a
+/// CRC32C of those bytes.
+const SNAPSHOT_FILE: &str = "snapshot";
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -73,9 +89,94 @@ struct State {
 }
 
 impl KvStateMachine {
-    /// An empty map.
+    /// An empty map that keeps nothing on disk.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A map that keeps its latest snapshot in `dir` (created if missing), starting from the
+    /// snapshot found there.
+    ///
+    /// # Errors
+    ///
+    /// The file system's; `InvalidData` for a snapshot file that does not verify.
+    pub fn open(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        let _ = std::fs::remove_file(dir.join(format!("{SNAPSHOT_FILE}.tmp")));
+        let sm = Self {
+            inner: Arc::default(),
+            dir: Some(dir.clone()),
+        };
+        let bytes = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(sm),
+            Err(e) => return Err(e),
+        };
+        let bad = |why: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {why}", dir.join(SNAPSHOT_FILE).display()),
+            )
+        };
+        let Some(body_len) = bytes.len().checked_sub(4) else {
+            return Err(bad("too short".to_owned()));
+        };
+        let (body, crc) = bytes.split_at(body_len);
+        if crc != crc32c::crc32c(body).to_le_bytes() {
+            return Err(bad("checksum mismatch".to_owned()));
+        }
+        let file: SnapshotFile = postcard::from_bytes(body).map_err(|e| bad(e.to_string()))?;
+        let data: BTreeMap<String, Vec<u8>> =
+            postcard::from_bytes(&file.data).map_err(|e| bad(e.to_string()))?;
+        {
+            let mut st = sm.state();
+            st.data = data;
+            st.last_applied = file.meta.last_log_id;
+            st.last_membership = file.meta.last_membership.clone();
+            st.current = Some((file.meta, file.data));
+        }
+        Ok(sm)
+    }
+
+    /// Writes a snapshot to the snapshot file, atomically (temporary file synced, renamed,
+    /// directory synced), if this map keeps one.
+    async fn persist(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        data: &[u8],
+    ) -> Result<(), StorageError<NodeId>> {
+        let Some(dir) = self.dir.clone() else {
+            return Ok(());
+        };
+        let failed = |e: &dyn std::fmt::Display| {
+            refused(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                format!("cannot keep the snapshot: {e}"),
+            )
+        };
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            data: data.to_vec(),
+        };
+        let mut bytes = postcard::to_allocvec(&file).map_err(|e| failed(&e))?;
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let written = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let temp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+            let mut f = std::fs::File::create(&temp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&temp, dir.join(SNAPSHOT_FILE))?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(failed(&e)),
+            Err(e) => Err(failed(&e)),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -106,25 +207,29 @@ impl KvStateMachine {
 
 impl RaftSnapshotBuilder<KvConfig> for KvStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<KvConfig>, StorageError<NodeId>> {
-        let mut st = self.state();
-        let data = postcard::to_allocvec(&st.data).map_err(|e| {
-            refused(
-                ErrorSubject::StateMachine,
-                ErrorVerb::Write,
-                format!("cannot encode the map: {e}"),
-            )
-        })?;
-        st.snapshots_built += 1;
-        let meta = SnapshotMeta {
-            last_log_id: st.last_applied,
-            last_membership: st.last_membership.clone(),
-            snapshot_id: format!(
-                "{}-{}",
-                st.last_applied.map_or(0, |l| l.index),
-                st.snapshots_built
-            ),
+        let (meta, data) = {
+            let mut st = self.state();
+            let data = postcard::to_allocvec(&st.data).map_err(|e| {
+                refused(
+                    ErrorSubject::StateMachine,
+                    ErrorVerb::Write,
+                    format!("cannot encode the map: {e}"),
+                )
+            })?;
+            st.snapshots_built += 1;
+            let meta = SnapshotMeta {
+                last_log_id: st.last_applied,
+                last_membership: st.last_membership.clone(),
+                snapshot_id: format!(
+                    "{}-{}",
+                    st.last_applied.map_or(0, |l| l.index),
+                    st.snapshots_built
+                ),
+            };
+            (meta, data)
         };
-        st.current = Some((meta.clone(), data.clone()));
+        self.persist(&meta, &data).await?;
+        self.state().current = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -193,6 +298,7 @@ impl RaftStateMachine<KvConfig> for KvStateMachine {
                 format!("cannot decode the snapshot: {e}"),
             )
         })?;
+        self.persist(meta, &bytes).await?;
         let mut st = self.state();
         st.data = data;
         st.last_applied = meta.last_log_id;

@@ -34,6 +34,7 @@
 mod error;
 pub mod kv;
 mod meta;
+pub mod net;
 mod store;
 
 pub use error::Error;
