@@ -47,15 +47,39 @@ struct Shared<C: RaftTypeConfig> {
     meta: Meta<C::NodeId>,
     /// The last entry's log id (the last purged one when the log is empty).
     last: Option<LogId<C::NodeId>>,
-    /// Entries appended and maybe not durable yet, oldest first: readers see them here until
-    /// the log's readers do (only durable records are read back from the log).
-    fresh: VecDeque<(Lsn, C::Entry)>,
+    /// The latest entries, oldest first, with their encoded sizes: every entry not durable yet
+    /// (the log's readers return only durable records), and the durable ones that fit in
+    /// [`RECENT_BYTES`], so replication, which reads what was just appended, rarely goes to
+    /// the log.
+    fresh: VecDeque<(Lsn, C::Entry, usize)>,
+    /// Encoded bytes of the entries in `fresh`.
+    fresh_bytes: usize,
 }
+
+/// Encoded bytes of durable entries kept in memory for readers.
+const RECENT_BYTES: usize = 4 << 20;
 
 impl<C: RaftTypeConfig> Shared<C> {
     /// The first LSN readers may return: after the purged prefix.
     fn floor(&self) -> Lsn {
         self.meta.last_purged.as_ref().map_or(1, |p| p.index + 2)
+    }
+
+    /// Drops the oldest entries from memory while `drop(lsn)` holds for them and either they
+    /// exceed the bytes kept or `always` is set.
+    fn forget(&mut self, drop: impl Fn(Lsn) -> bool, always: bool) {
+        while let Some(&(lsn, _, len)) = self.fresh.front() {
+            if !drop(lsn) || !(always || self.fresh_bytes > RECENT_BYTES) {
+                break;
+            }
+            self.fresh.pop_front();
+            self.fresh_bytes -= len;
+        }
+    }
+
+    fn forget_all(&mut self) {
+        self.fresh.clear();
+        self.fresh_bytes = 0;
     }
 }
 
@@ -123,6 +147,7 @@ where
             meta,
             last,
             fresh: VecDeque::new(),
+            fresh_bytes: 0,
         }));
         let (flushes, rx) = mpsc::unbounded_channel();
         tokio::spawn(fire_flushes(wal.clone(), rx));
@@ -251,16 +276,16 @@ where
     C::Entry: Clone + DeserializeOwned,
     D: DiskIo,
 {
-    // Fresh entries first: anything older than the oldest of them is durable, so readable from
-    // the log (entries leave `fresh` only once durable).
+    // Entries in memory first: anything older than the oldest of them is durable, so readable
+    // from the log (entries leave `fresh` only once durable).
     let (floor, fresh_from, mut fresh) = {
         let sh = lock(shared);
         let fresh_from = sh.fresh.front().map_or(Lsn::MAX, |e| e.0);
         let fresh: Vec<C::Entry> = sh
             .fresh
             .iter()
-            .filter(|(lsn, _)| *lsn >= from && *lsn < to)
-            .map(|(_, e)| e.clone())
+            .filter(|(lsn, _, _)| *lsn >= from && *lsn < to)
+            .map(|(_, e, _)| e.clone())
             .collect();
         (sh.floor(), fresh_from, fresh)
     };
@@ -348,10 +373,7 @@ where
         // Entries durable by now are read from the log.
         let durable = self.wal.durable_end();
         {
-            let mut sh = lock(&self.shared);
-            while sh.fresh.front().is_some_and(|e| e.0 < durable) {
-                sh.fresh.pop_front();
-            }
+            lock(&self.shared).forget(|lsn| lsn < durable, false);
         }
         let mut last_lsn = None;
         for entry in entries {
@@ -401,13 +423,15 @@ where
                     format!("cannot encode the entry: {e}"),
                 )
             })?;
+            let buf_len = buf.len();
             let appended = self.wal.append_nowait(&buf).await;
             self.buf = buf;
             let got = appended
                 .map_err(|e| storage(ErrorSubject::Log(log_id.clone()), ErrorVerb::Write, &e))?;
             debug_assert_eq!(got, lsn);
             let mut sh = lock(&self.shared);
-            sh.fresh.push_back((lsn, entry));
+            sh.fresh.push_back((lsn, entry, buf_len));
+            sh.fresh_bytes += buf_len;
             sh.last = Some(log_id);
             last_lsn = Some(lsn);
         }
@@ -464,7 +488,7 @@ where
             purged
         };
         let mut sh = lock(&self.shared);
-        sh.fresh.clear();
+        sh.forget_all();
         sh.last = last;
         Ok(())
     }
@@ -493,9 +517,7 @@ where
             if sh.last.as_ref().is_none_or(|l| l.index <= log_id.index) {
                 sh.last = Some(log_id.clone());
             }
-            while sh.fresh.front().is_some_and(|e| e.0 < floor) {
-                sh.fresh.pop_front();
-            }
+            sh.forget(|lsn| lsn < floor, true);
         }
         let delete =
             |e: wal::WalError| storage(ErrorSubject::Log(log_id.clone()), ErrorVerb::Delete, &e);
@@ -503,7 +525,7 @@ where
             // Purged past the end (a snapshot installed): the log continues after it.
             self.barrier().await;
             self.wal.skip_to(floor).await.map_err(delete)?;
-            lock(&self.shared).fresh.clear();
+            lock(&self.shared).forget_all();
         } else {
             self.wal.truncate_before(floor).await.map_err(delete)?;
         }
