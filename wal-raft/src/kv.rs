@@ -37,6 +37,10 @@ pub enum Request {
         /// The key.
         key: String,
     },
+    /// Several changes in one entry, applied in order: what a node proposes when client writes
+    /// arrive while its previous proposal is in flight (see [`net`](crate::net)). Its response
+    /// carries no previous value.
+    Batch(Vec<Request>),
 }
 
 /// What applying a [`Request`] returns.
@@ -237,6 +241,20 @@ impl RaftSnapshotBuilder<KvConfig> for KvStateMachine {
     }
 }
 
+/// Applies one request to the map; the key's previous value.
+fn apply_one(data: &mut BTreeMap<String, Vec<u8>>, req: Request) -> Option<Vec<u8>> {
+    match req {
+        Request::Set { key, value } => data.insert(key, value),
+        Request::Delete { key } => data.remove(&key),
+        Request::Batch(reqs) => {
+            for r in reqs {
+                apply_one(data, r);
+            }
+            None
+        }
+    }
+}
+
 impl RaftStateMachine<KvConfig> for KvStateMachine {
     type SnapshotBuilder = Self;
 
@@ -259,11 +277,8 @@ impl RaftStateMachine<KvConfig> for KvStateMachine {
             st.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Response::default(),
-                EntryPayload::Normal(Request::Set { key, value }) => Response {
-                    previous: st.data.insert(key, value),
-                },
-                EntryPayload::Normal(Request::Delete { key }) => Response {
-                    previous: st.data.remove(&key),
+                EntryPayload::Normal(req) => Response {
+                    previous: apply_one(&mut st.data, req),
                 },
                 EntryPayload::Membership(m) => {
                     st.last_membership = StoredMembership::new(Some(entry.log_id), m);

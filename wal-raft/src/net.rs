@@ -24,6 +24,7 @@ use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::kv::{KvConfig, KvStateMachine, NodeId, Request};
 
@@ -39,7 +40,8 @@ pub enum Message {
     InstallSnapshot(InstallSnapshotRequest<KvConfig>),
     /// Raft: a vote request.
     Vote(VoteRequest<NodeId>),
-    /// Client: apply a change through the leader.
+    /// Client: apply a change through the leader. Writes that arrive while the node's previous
+    /// proposal is in flight are proposed together, as one entry.
     Write(Request),
     /// Client: the value of a key; `linearizable` asks the leader to confirm its leadership
     /// first, otherwise the node answers from its own state machine.
@@ -260,9 +262,56 @@ impl RaftNetwork<KvConfig> for Peer {
     }
 }
 
+/// Client writes waiting for the proposer, each with where its answer goes.
+type Proposals = mpsc::Sender<(Request, oneshot::Sender<Result<u64, ClientFailure>>)>;
+
+/// Most client writes proposed as one entry.
+const BATCH_MAX: usize = 1024;
+
+/// Proposes client writes to raft, one entry at a time: the writes that arrive while one is in
+/// flight go together as the next ([`Request::Batch`]). openraft 0.9 waits for each entry it
+/// appends to be durable on the leader before it takes the next, so a node that proposed
+/// every client write as its own entry would pay one sync per write; batched, they share it.
+async fn propose(
+    raft: Raft<KvConfig>,
+    mut rx: mpsc::Receiver<(Request, oneshot::Sender<Result<u64, ClientFailure>>)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let (reqs, answers): (Vec<Request>, Vec<_>) = batch.into_iter().unzip();
+        let entry = if reqs.len() == 1 {
+            reqs.into_iter()
+                .next()
+                .unwrap_or(Request::Batch(Vec::new()))
+        } else {
+            Request::Batch(reqs)
+        };
+        let outcome = match raft.client_write(entry).await {
+            Ok(r) => Ok(r.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ClientFailure::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(ClientFailure::Other(e.to_string())),
+        };
+        for tx in answers {
+            let _ = tx.send(outcome.clone());
+        }
+    }
+}
+
 /// Serves raft and client messages on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, raft: Raft<KvConfig>, sm: KvStateMachine) {
-    let node = Arc::new((raft, sm));
+    let (proposals, rx) = mpsc::channel(BATCH_MAX * 4);
+    tokio::spawn(propose(raft.clone(), rx));
+    let node = Arc::new((raft, sm, proposals));
     loop {
         let (mut stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -276,7 +325,7 @@ pub async fn serve(listener: TcpListener, raft: Raft<KvConfig>, sm: KvStateMachi
         let node = Arc::clone(&node);
         tokio::spawn(async move {
             while let Ok(msg) = read_frame::<Message>(&mut stream).await {
-                let reply = answer(&node.0, &node.1, msg).await;
+                let reply = answer(&node.0, &node.1, &node.2, msg).await;
                 if write_frame(&mut stream, &reply).await.is_err() {
                     break;
                 }
@@ -285,20 +334,27 @@ pub async fn serve(listener: TcpListener, raft: Raft<KvConfig>, sm: KvStateMachi
     }
 }
 
-async fn answer(raft: &Raft<KvConfig>, sm: &KvStateMachine, msg: Message) -> Reply {
+async fn answer(
+    raft: &Raft<KvConfig>,
+    sm: &KvStateMachine,
+    proposals: &Proposals,
+    msg: Message,
+) -> Reply {
     match msg {
         Message::AppendEntries(rpc) => Reply::AppendEntries(raft.append_entries(rpc).await),
         Message::InstallSnapshot(rpc) => Reply::InstallSnapshot(raft.install_snapshot(rpc).await),
         Message::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
-        Message::Write(req) => Reply::Written(match raft.client_write(req).await {
-            Ok(r) => Ok(r.log_id.index),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ClientFailure::NotLeader {
-                    leader: f.leader_id,
-                })
+        Message::Write(req) => {
+            let (tx, rx) = oneshot::channel();
+            if proposals.send((req, tx)).await.is_err() {
+                return Reply::Written(Err(ClientFailure::Other(
+                    "the node is shutting down".to_owned(),
+                )));
             }
-            Err(e) => Err(ClientFailure::Other(e.to_string())),
-        }),
+            Reply::Written(rx.await.unwrap_or_else(|_| {
+                Err(ClientFailure::Other("the node is shutting down".to_owned()))
+            }))
+        }
         Message::Read { key, linearizable } => {
             if linearizable {
                 match raft.ensure_linearizable().await {

@@ -42,6 +42,9 @@ struct Args {
     /// `--spin-us` of the nodes (how long their waits for the disk spin).
     #[arg(long, default_value_t = 50)]
     node_spin_us: u64,
+    /// Let the nodes print their log's counters every this many seconds (to stderr).
+    #[arg(long, default_value_t = 0)]
+    node_stats: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,11 +100,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for &c in &args.clients {
         let durable = {
             let dir = Scratch::new(&base, "disk")?;
-            cluster_figure(&dir.0, c, secs, args.node_spin_us).await?
+            cluster_figure(&dir.0, c, secs, &args).await?
         };
         let memory = {
             let dir = Scratch::new(&args.memory_dir, "shm")?;
-            cluster_figure(&dir.0, c, secs, args.node_spin_us).await?
+            cluster_figure(&dir.0, c, secs, &args).await?
         };
         let wal = {
             let dir = Scratch::new(&base, "wal")?;
@@ -161,7 +164,7 @@ async fn cluster_figure(
     dir: &Path,
     clients: usize,
     secs: Duration,
-    spin_us: u64,
+    args: &Args,
 ) -> Result<Figure, Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?.with_file_name("raft-kv");
     if !exe.exists() {
@@ -184,12 +187,18 @@ async fn cluster_figure(
             "--listen",
             addr,
             "--spin-us",
-            &spin_us.to_string(),
+            &args.node_spin_us.to_string(),
+            "--stats-every",
+            &args.node_stats.to_string(),
         ])
         .arg("--dir")
         .arg(dir.join(format!("n{id}")))
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(if args.node_stats > 0 {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
         for (p, a) in &peers {
             cmd.arg("--peer").arg(format!("{p}={a}"));
         }

@@ -48,6 +48,10 @@ struct Args {
     /// processes on a busy machine.
     #[arg(long, default_value_t = 50)]
     spin_us: u64,
+    /// Print the log's counters (appends, groups, records per group, sync latency) to stderr
+    /// every this many seconds; 0 never.
+    #[arg(long, default_value_t = 0)]
+    stats_every: u64,
 }
 
 fn parse_peer(s: &str) -> Result<(NodeId, String), String> {
@@ -111,6 +115,25 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let store: LogStore<KvConfig, diskio_blocking::BlockingDisk> =
         LogStore::open(disk, args.dir.join("raft"), WalOptions::new()).await?;
+    if args.stats_every > 0 {
+        let (log, id, every) = (store.wal().clone(), args.id, args.stats_every);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(every)).await;
+                let s = log.stats();
+                eprintln!(
+                    "raft-kv: node {id}: {} appends in {} groups ({:.1} per group), {} syncs, \
+                     sync p50 {:.0} µs p99 {:.0} µs",
+                    s.appends,
+                    s.groups,
+                    s.records_per_group(),
+                    s.syncs,
+                    s.sync_us.p50,
+                    s.sync_us.p99
+                );
+            }
+        });
+    }
     let sm = KvStateMachine::open(args.dir.join("sm"))?;
     let raft = Raft::new(args.id, Arc::new(config), Network, store, sm.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
