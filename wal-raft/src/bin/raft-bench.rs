@@ -82,7 +82,9 @@ impl Scratch {
     fn new(base: &Path, what: &str) -> std::io::Result<Self> {
         let p = base.join(format!("raft-bench-{what}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p)?;
+        std::fs::create_dir_all(&p).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot create {}: {e}", p.display()))
+        })?;
         Ok(Self(p))
     }
 }
