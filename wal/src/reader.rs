@@ -152,6 +152,40 @@ impl<D: DiskIo> Reader<D> {
         }
     }
 
+    /// Waits until the record at [`position`](Self::position) can be read (durable in
+    /// [`Durability::Sync`](crate::Durability::Sync), written otherwise): for a reader that
+    /// follows the log as it grows. Cancel-safe: dropping the future (a `select!` with a
+    /// shutdown signal, a client gone) loses nothing, and the reader stays where it was.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Poisoned`] once the log is poisoned, [`WalError::Closed`] once it is closed
+    /// (records already readable are still returned by [`next`](Self::next) first).
+    pub async fn wait(&mut self) -> Result<()> {
+        let want = self.next;
+        let mut outcome = Ok(());
+        let inner = Arc::clone(&self.inner);
+        inner
+            .wait_for(|st| {
+                if inner.visible_in(st) > want {
+                    return true;
+                }
+                if let Some(cause) = &st.poison {
+                    outcome = Err(WalError::Poisoned {
+                        cause: Arc::clone(cause),
+                    });
+                    return true;
+                }
+                if st.closed {
+                    outcome = Err(WalError::Closed);
+                    return true;
+                }
+                false
+            })
+            .await;
+        outcome
+    }
+
     /// The LSN the next record will have.
     pub fn position(&self) -> Lsn {
         self.next

@@ -212,7 +212,11 @@ impl<D: DiskIo> Inner<D> {
 
     /// What readers may see: below this LSN every record is written, and durable in `Sync`.
     pub(crate) fn visible_end(&self) -> Lsn {
-        let st = self.lock();
+        self.visible_in(&self.lock())
+    }
+
+    /// [`visible_end`](Self::visible_end) of a state already locked.
+    pub(crate) fn visible_in(&self, st: &State) -> Lsn {
         match self.opts.durability {
             Durability::Sync => st.marks.durable_end,
             Durability::None | Durability::Periodic(_) => st.marks.written_end,
