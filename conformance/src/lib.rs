@@ -85,6 +85,7 @@ macro_rules! suite {
             set_len_down_and_up,
             concurrent_ops_one_file,
             drop_in_flight_then_read_back,
+            dropped_ops_are_counted,
             direct_round_trip,
             direct_misaligned_offset,
             direct_misaligned_length,

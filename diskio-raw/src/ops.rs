@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use diskio::backend::{
-    FileAccess, IOV_MAX, Linked, RW_MAX, Request, direct_alignment, finish_linked, start_open,
-    write_then_sync,
+    FileAccess, IOV_MAX, Linked, OpTimer, RW_MAX, Request, direct_alignment, finish_linked,
+    start_open, write_then_sync,
 };
 use diskio::{
     AlignedBuf, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error, FileId, Op,
@@ -19,7 +19,7 @@ use io_uring::{opcode, squeue, types};
 
 use crate::RawDisk;
 use crate::files::OpenFile;
-use crate::ring::{Done, IoVecs, Keep, Lone};
+use crate::ring::{Done, IoVecs, Keep, Lone, Timed, Timers};
 
 /// Builds an SQE on the file's registered slot when it has one, else on its descriptor.
 macro_rules! on_file {
@@ -88,6 +88,7 @@ impl RawDisk {
                 .build()),
         };
         let mut sqes = [sqe];
+        let timers = [Some(Timed::bytes(timer, 0)), None];
         // SAFETY: the SQE points at `len <= buf.len()` bytes of `buf`, which the slot keeps
         // until the completion (a write only reads them); a fixed index is one of the
         // registered pinned buffers and `buf` lies within it; the file slot belongs to the kept
@@ -95,59 +96,77 @@ impl RawDisk {
         let out = unsafe {
             self.inner
                 .ring
-                .run(&mut sqes, Keep::Buf(buf, f), Lone::Spin)
+                .run(&mut sqes, Keep::Buf(buf, f), timers, Lone::Spin)
         }
         .await;
-        let (res, buf) = match out {
-            Ok(Done { results, keep }) => {
+        let (res, buf, timers) = match out {
+            Ok(Done {
+                results,
+                keep,
+                timers,
+            }) => {
                 let Keep::Buf(mut buf, f) = keep else {
                     return (Err(Error::Shutdown { ctx }), AlignedBuf::empty());
                 };
                 let res = results[0];
                 if res < 0 {
-                    (Err(f.errno(ctx, -res)), buf)
+                    (Err(f.errno(ctx, -res)), buf, timers)
                 } else {
                     if read {
                         buf.truncate(res as usize);
                     }
-                    (Ok(res as usize), buf)
+                    (Ok(res as usize), buf, timers)
                 }
             }
-            Err((e, keep)) => (Err(shutdown_or_io(ctx, e)), keep.into_buf()),
+            Err((e, keep, timers)) => (Err(shutdown_or_io(ctx, e)), keep.into_buf(), timers),
         };
-        timer.finish(&res, |&n| n as u64);
+        if let [Some(timed), _] = timers {
+            timed.into_timer().finish(&res, |&n| n as u64);
+        }
         (res, buf)
     }
 
-    /// Runs an operation that keeps only its file; returns the result of its one SQE.
+    /// Runs an operation that keeps only its file and moves no bytes, and finishes its timer;
+    /// returns the result of its one SQE.
     async fn run_plain(
         &self,
         ctx: &Context,
         file: Arc<OpenFile>,
         sqe: squeue::Entry,
+        timer: OpTimer,
     ) -> Result<i32> {
         let mut sqes = [sqe];
+        let timers = [Some(Timed::plain(timer, 0)), None];
         // SAFETY: the entry references no memory, and its fixed-file slot (if any) belongs to
         // `file`, which the operation keeps until it completes.
         let out = unsafe {
             self.inner
                 .ring
-                .run(&mut sqes, Keep::File(file), Lone::Sleep)
+                .run(&mut sqes, Keep::File(file), timers, Lone::Sleep)
         }
         .await;
-        match out {
-            Ok(Done { results, keep }) => {
+        let (res, timers) = match out {
+            Ok(Done {
+                results,
+                keep,
+                timers,
+            }) => {
                 let res = results[0];
-                if res < 0 {
-                    if let Keep::File(file) = &keep {
-                        return Err(file.errno(ctx.clone(), -res));
-                    }
-                    return Err(Error::from_errno(ctx.clone(), -res));
-                }
-                Ok(res)
+                let res = if res >= 0 {
+                    Ok(res)
+                } else if let Keep::File(file) = &keep {
+                    Err(file.errno(ctx.clone(), -res))
+                } else {
+                    Err(Error::from_errno(ctx.clone(), -res))
+                };
+                (res, timers)
             }
-            Err((e, _)) => Err(shutdown_or_io(ctx.clone(), e)),
+            Err((e, _, timers)) => (Err(shutdown_or_io(ctx.clone(), e)), timers),
+        };
+        if let [Some(timed), _] = timers {
+            timed.into_timer().finish(&res, |_| 0);
         }
+        res
     }
 
     /// The vectored write, linked to a sync when `sync` is given. Returns the bytes written, and
@@ -158,9 +177,11 @@ impl RawDisk {
         bufs: Vec<AlignedBuf>,
         offset: u64,
         sync: Option<SyncKind>,
+        timers: Timers,
     ) -> (
         std::result::Result<(i32, i32), std::io::Error>,
         Vec<AlignedBuf>,
+        Timers,
     ) {
         let iovecs = IoVecs(
             bufs.iter()
@@ -195,10 +216,14 @@ impl RawDisk {
         };
         // SAFETY: the iovecs point into `bufs` and are themselves kept (heap memory that does not
         // move when the vectors move into the slot); the file slot belongs to the kept file.
-        let out = unsafe { self.inner.ring.run(&mut chain, keep, lone) }.await;
+        let out = unsafe { self.inner.ring.run(&mut chain, keep, timers, lone) }.await;
         match out {
-            Ok(Done { results, keep }) => (Ok((results[0], results[1])), keep.into_bufs()),
-            Err((e, keep)) => (Err(e), keep.into_bufs()),
+            Ok(Done {
+                results,
+                keep,
+                timers,
+            }) => (Ok((results[0], results[1])), keep.into_bufs(), timers),
+            Err((e, keep, timers)) => (Err(e), keep.into_bufs(), timers),
         }
     }
 }
@@ -274,15 +299,18 @@ impl DiskIo for RawDisk {
             op.timer.ok(0);
             return (Ok(0), bufs);
         }
-        let (out, bufs) = self
-            .writev_chain(Arc::clone(&op.file), bufs, offset, None)
+        let timers = [Some(Timed::bytes(op.timer, 0)), None];
+        let (out, bufs, timers) = self
+            .writev_chain(Arc::clone(&op.file), bufs, offset, None, timers)
             .await;
         let res = match out {
             Ok((n, _)) if n >= 0 => Ok(n as usize),
             Ok((n, _)) => Err(op.file.errno(op.ctx, -n)),
             Err(e) => Err(shutdown_or_io(op.ctx, e)),
         };
-        op.timer.finish(&res, |&n| n as u64);
+        if let [Some(timed), _] = timers {
+            timed.into_timer().finish(&res, |&n| n as u64);
+        }
         (res, bufs)
     }
 
@@ -290,40 +318,43 @@ impl DiskIo for RawDisk {
         let req = Request::new(Op::Sync, file);
         let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
         let sqe = fsync_sqe(&op.file, kind);
-        let res = self.run_plain(&op.ctx, op.file, sqe).await.map(drop);
-        op.timer.finish(&res, |_| 0);
-        res
+        self.run_plain(&op.ctx, op.file, sqe, op.timer)
+            .await
+            .map(drop)
     }
 
     async fn preallocate(&self, file: FileId, offset: u64, len: u64) -> Result<()> {
         let req = Request::at(Op::Preallocate, file, offset).len(len);
         let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
-        let res = if len == 0 {
+        if len == 0 {
             // fallocate(2) refuses a zero length; the contract makes it a no-op.
-            Ok(())
-        } else {
-            let sqe = on_file!(op.file, |t| opcode::Fallocate::new(t, len)
-                .offset(offset)
-                .build());
-            self.run_plain(&op.ctx, op.file, sqe).await.map(drop)
-        };
-        op.timer.finish(&res, |_| 0);
-        res
+            op.timer.ok(0);
+            return Ok(());
+        }
+        let sqe = on_file!(op.file, |t| opcode::Fallocate::new(t, len)
+            .offset(offset)
+            .build());
+        self.run_plain(&op.ctx, op.file, sqe, op.timer)
+            .await
+            .map(drop)
     }
 
     async fn set_len(&self, file: FileId, len: u64) -> Result<()> {
         let req = Request::new(Op::SetLen, file).len(len);
         let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
-        let res = if self.inner.setup.ftruncate_op {
+        if self.inner.setup.ftruncate_op {
             let sqe = on_file!(op.file, |t| opcode::Ftruncate::new(t, len).build());
-            self.run_plain(&op.ctx, op.file, sqe).await.map(drop)
-        } else {
-            // No FTRUNCATE opcode (Linux < 6.9): the system call, on this thread.
-            op.file
-                .file
-                .set_len(len)
-                .map_err(|e| op.file.err(op.ctx, e))
-        };
+            return self
+                .run_plain(&op.ctx, op.file, sqe, op.timer)
+                .await
+                .map(drop);
+        }
+        // No FTRUNCATE opcode (Linux < 6.9): the system call, on this thread.
+        let res = op
+            .file
+            .file
+            .set_len(len)
+            .map_err(|e| op.file.err(op.ctx, e));
         op.timer.finish(&res, |_| 0);
         res
     }
@@ -360,7 +391,16 @@ impl DiskIo for RawDisk {
         }
         let sync_timer = self.inner.stats.start(Op::Sync);
         let f = Arc::clone(&op.file);
-        let (out, bufs) = self.writev_chain(f, bufs, offset, Some(kind)).await;
+        let timers = [
+            Some(Timed::bytes(op.timer, 0)),
+            Some(Timed::plain(sync_timer, 1)),
+        ];
+        let (out, bufs, timers) = self.writev_chain(f, bufs, offset, Some(kind), timers).await;
+        let [Some(write_timer), Some(sync_timer)] = timers else {
+            // Both were given; the slot hands back what it was given.
+            return (Err(Error::Shutdown { ctx: op.ctx }), bufs);
+        };
+        let (write_timer, sync_timer) = (write_timer.into_timer(), sync_timer.into_timer());
         let outcome = match out {
             Err(e) => Linked::WriteFailed(shutdown_or_io(op.ctx, e)),
             // The write failed; the kernel cancelled the sync. Report the write's error.
@@ -376,7 +416,7 @@ impl DiskIo for RawDisk {
         finish_linked(
             self,
             outcome,
-            (op.timer, sync_timer),
+            (write_timer, sync_timer),
             (file, bufs, offset, kind),
         )
         .await
@@ -405,15 +445,18 @@ impl RawDisk {
         // SAFETY: the SQE points at the path's bytes, which the slot keeps (`Keep::Path`) until
         // the completion; a descriptor opened after its caller left is closed by the slot.
         let out = unsafe {
-            self.inner
-                .ring
-                .run(&mut sqes, Keep::Path { _path: cpath }, Lone::Sleep)
+            self.inner.ring.run(
+                &mut sqes,
+                Keep::Path { _path: cpath },
+                [None, None],
+                Lone::Sleep,
+            )
         }
         .await;
         let fd = match out {
             Ok(Done { results, .. }) if results[0] >= 0 => results[0],
             Ok(Done { results, .. }) => return Err(Error::from_errno(ctx.clone(), -results[0])),
-            Err((e, _)) => return Err(shutdown_or_io(ctx.clone(), e)),
+            Err((e, _, _)) => return Err(shutdown_or_io(ctx.clone(), e)),
         };
         // SAFETY: the kernel just opened `fd` for this call; nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };

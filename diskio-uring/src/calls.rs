@@ -7,7 +7,9 @@ use diskio::{AlignedBuf, BufResult, Context, Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::UringDisk;
-use crate::executor::Job;
+use diskio::backend::OpTimer;
+
+use crate::executor::{Clocks, Counted, Job, Reply};
 use crate::files::OpenFile;
 
 /// The executor is gone (its thread panicked) or dropped the job: never a hang.
@@ -29,12 +31,17 @@ impl UringDisk {
     /// a sleeping thread could be woken.
     ///
     /// [`UringOptions::spin`]: crate::UringOptions::spin
-    pub(crate) async fn exchange<T>(
+    pub(crate) async fn exchange<T: Counted>(
         &self,
         executor: usize,
         job: Job,
-        mut answer: oneshot::Receiver<T>,
-    ) -> std::result::Result<T, Option<Job>> {
+        answer: oneshot::Receiver<(T, Clocks)>,
+    ) -> std::result::Result<(T, Clocks), Option<Job>> {
+        // Dropped before it takes the answer, the guard counts an answer already sent.
+        let mut guard = Answer(Some(answer));
+        let Some(answer) = guard.0.as_mut() else {
+            return Err(None);
+        };
         let flight = Flight::enter(&self.inner.in_flight);
         let queue = &self.inner.executors[executor].jobs;
         if let Err(mpsc::error::SendError(job)) = queue.send(job).await {
@@ -54,38 +61,64 @@ impl UringDisk {
                 }
             }
         }
-        answer.await.map_err(|_| None)
+        let out = answer.await.map_err(|_| None);
+        guard.0 = None;
+        out
     }
 
-    /// Sends a job that carries no buffer and awaits its reply.
-    pub(crate) async fn call<T>(
+    /// Sends a job that carries no buffer and awaits its reply, with the clocks it carried.
+    pub(crate) async fn call<T: Counted>(
         &self,
         ctx: &Context,
         executor: usize,
-        job: impl FnOnce(oneshot::Sender<T>) -> Job,
-    ) -> Result<T> {
-        let (reply, answer) = oneshot::channel();
+        clocks: Clocks,
+        job: impl FnOnce(Reply<T>) -> Job,
+    ) -> Result<(T, Clocks)> {
+        let (reply, answer) = Reply::new(clocks);
         self.exchange(executor, job(reply), answer)
             .await
             .map_err(|_| gone(ctx.clone()))
     }
 
-    /// Sends a job that carries one buffer; the buffer comes back on every path (empty only if
-    /// the executor died with it).
+    /// Sends a job that carries one buffer, its clock with it, and finishes the clock; the
+    /// buffer comes back on every path (empty only if the executor died with it).
     pub(crate) async fn call_buf(
         &self,
         ctx: &Context,
         file: &OpenFile,
-        job: impl FnOnce(oneshot::Sender<(std::io::Result<usize>, AlignedBuf)>) -> Job,
+        timer: OpTimer,
+        job: impl FnOnce(Reply<(std::io::Result<usize>, AlignedBuf)>) -> Job,
     ) -> BufResult<usize> {
-        let (reply, answer) = oneshot::channel();
-        match self.exchange(file.executor, job(reply), answer).await {
-            Ok((Ok(n), buf)) => (Ok(n), buf),
-            Ok((Err(e), buf)) => (Err(file.err(ctx.clone(), e)), buf),
+        let (reply, answer) = Reply::new([Some(timer), None]);
+        let (res, buf, clocks) = match self.exchange(file.executor, job(reply), answer).await {
+            Ok(((Ok(n), buf), clocks)) => (Ok(n), buf, clocks),
+            Ok(((Err(e), buf), clocks)) => (Err(file.err(ctx.clone(), e)), buf, clocks),
+            // The clock went with the job: dropped unfinished, it counts an error.
             Err(job) => (
                 Err(gone(ctx.clone())),
                 job.map(Job::into_buf).unwrap_or_default(),
+                [None, None],
             ),
+        };
+        if let [Some(timer), _] = clocks {
+            timer.finish(&res, |&n| n as u64);
+        }
+        (res, buf)
+    }
+}
+
+/// The receiver of a job's answer. If the caller's future is dropped after the executor sent
+/// the answer and before the caller took it, the answer's clocks are finished here; closed
+/// first, so an answer sent later fails to send and the executor finishes them instead.
+struct Answer<T: Counted>(Option<oneshot::Receiver<(T, Clocks)>>);
+
+impl<T: Counted> Drop for Answer<T> {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.0.take() {
+            rx.close();
+            if let Ok((value, clocks)) = rx.try_recv() {
+                value.count(clocks);
+            }
         }
     }
 }

@@ -21,10 +21,83 @@ use tokio_uring::fs::File;
 
 use crate::bufs::Owned;
 use crate::files::OpenFile;
-use diskio::backend::IOV_MAX;
+use diskio::backend::{IOV_MAX, OpTimer};
 
-/// Where a job's result goes.
-pub(crate) type Reply<T> = oneshot::Sender<T>;
+/// An operation's stats clocks, travelling with its job (at most two: a write and its sync).
+pub(crate) type Clocks = [Option<OpTimer>; 2];
+
+/// Where a job's result goes, with the operation's clocks. The caller takes the clocks back with
+/// the result and finishes them; if the caller is gone (its future dropped), the executor
+/// finishes them from the result, so a dropped operation is counted with the outcome it had.
+pub(crate) struct Reply<T: Counted> {
+    tx: oneshot::Sender<(T, Clocks)>,
+    clocks: Clocks,
+}
+
+impl<T: Counted> Reply<T> {
+    /// A reply carrying `clocks`, and the receiver of the result.
+    pub(crate) fn new(clocks: Clocks) -> (Self, oneshot::Receiver<(T, Clocks)>) {
+        let (tx, rx) = oneshot::channel();
+        (Self { tx, clocks }, rx)
+    }
+
+    /// Sends the result; `false` if the caller is gone (its clocks then finished here).
+    pub(crate) fn send(self, value: T) -> bool {
+        match self.tx.send((value, self.clocks)) {
+            Ok(()) => true,
+            Err((value, clocks)) => {
+                value.count(clocks);
+                false
+            }
+        }
+    }
+}
+
+/// A job's result, which can finish the clocks of an operation whose caller is gone.
+pub(crate) trait Counted {
+    /// Finishes `clocks` with this result.
+    fn count(&self, clocks: Clocks);
+}
+
+impl<B> Counted for (io::Result<usize>, B) {
+    fn count(&self, [clock, _]: Clocks) {
+        if let Some(c) = clock {
+            match &self.0 {
+                Ok(n) => c.ok(*n as u64),
+                Err(_) => c.err(),
+            }
+        }
+    }
+}
+
+impl<T> Counted for io::Result<T> {
+    fn count(&self, clocks: Clocks) {
+        for c in clocks.into_iter().flatten() {
+            if self.is_ok() { c.ok(0) } else { c.err() }
+        }
+    }
+}
+
+impl Counted for (WriteSync, Vec<AlignedBuf>) {
+    fn count(&self, [write, sync]: Clocks) {
+        let total: usize = self.1.iter().map(AlignedBuf::len).sum();
+        let (written, synced) = match &self.0 {
+            WriteSync::Synced => (Some(total), true),
+            WriteSync::Short(n) => (Some(*n), false),
+            WriteSync::WriteFailed(_) => (None, false),
+            WriteSync::SyncFailed(_) => (Some(total), false),
+        };
+        if let Some(c) = write {
+            match written {
+                Some(n) => c.ok(n as u64),
+                None => c.err(),
+            }
+        }
+        if let Some(c) = sync {
+            if synced { c.ok(0) } else { c.err() }
+        }
+    }
+}
 
 /// A result that carries buffers back.
 pub(crate) type WithBuf<T, B = AlignedBuf> = (io::Result<T>, B);
@@ -227,7 +300,7 @@ async fn serve(mut queue: mpsc::Receiver<Job>, config: Config) {
                 match open(&path, &options, key) {
                     Ok((file, opened)) => {
                         files.borrow_mut().insert(key, Rc::new(file));
-                        if reply.send(Ok(opened)).is_err() {
+                        if !reply.send(Ok(opened)) {
                             // The caller left: nobody will ever close it.
                             files.borrow_mut().remove(&key);
                         }

@@ -4,17 +4,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use diskio::backend::{
-    FileAccess, IOV_MAX, Linked, Request, finish_linked, start_open, write_then_sync,
+    FileAccess, IOV_MAX, Linked, OpTimer, Request, finish_linked, start_open, write_then_sync,
 };
 use diskio::{
     AlignedBuf, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error, FileId, Op,
     OpenOptions, Result, StatsSnapshot, SyncKind,
 };
-use tokio::sync::oneshot;
 
 use crate::UringDisk;
 use crate::calls::gone;
-use crate::executor::{Job, WriteSync};
+use crate::executor::{Job, Reply, WriteSync};
 use crate::files::OpenFile;
 
 impl UringDisk {
@@ -47,23 +46,32 @@ impl UringDisk {
                 }
             }
         };
-        let (res, buf) = self.call_buf(&admitted.ctx, &admitted.file, job).await;
-        admitted.timer.finish(&res, |&n| n as u64);
-        (res, buf)
+        self.call_buf(&admitted.ctx, &admitted.file, admitted.timer, job)
+            .await
     }
 
-    /// Runs a job without buffers on the file's executor, for an admitted operation.
+    /// Runs a job without buffers on the file's executor, for an admitted operation, its
+    /// clock travelling with the job; finishes the clock.
     async fn call_plain<T>(
         &self,
         ctx: &Context,
         file: &OpenFile,
-        job: impl FnOnce(oneshot::Sender<std::io::Result<T>>) -> Job,
+        timer: OpTimer,
+        job: impl FnOnce(Reply<std::io::Result<T>>) -> Job,
     ) -> Result<T> {
-        match self.call(ctx, file.executor, job).await {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => Err(file.err(ctx.clone(), e)),
-            Err(e) => Err(e),
+        let (res, clocks) = match self
+            .call(ctx, file.executor, [Some(timer), None], job)
+            .await
+        {
+            Ok((Ok(out), clocks)) => (Ok(out), clocks),
+            Ok((Err(e), clocks)) => (Err(file.err(ctx.clone(), e)), clocks),
+            // The clock went with the job: dropped unfinished, it counts an error.
+            Err(e) => (Err(e), [None, None]),
+        };
+        if let [Some(timer), _] = clocks {
+            timer.finish(&res, |_| 0);
         }
+        res
     }
 }
 
@@ -93,14 +101,16 @@ impl DiskIo for UringDisk {
                     options: *options,
                     reply,
                 };
-                match self.call(&ctx, executor, job).await {
-                    Ok(Ok(opened)) => Ok(OpenFile {
+                // The open's clock stays here: an open whose caller left is closed again, and
+                // counted as failed.
+                match self.call(&ctx, executor, [None, None], job).await {
+                    Ok((Ok(opened), _)) => Ok(OpenFile {
                         executor,
                         key: opened.key,
                         std: opened.std,
                         access: FileAccess::new(Arc::clone(&path), options, opened.direct),
                     }),
-                    Ok(Err(e)) => Err(Error::io(ctx, e)),
+                    Ok((Err(e), _)) => Err(Error::io(ctx, e)),
                     Err(e) => Err(e),
                 }
             }
@@ -148,22 +158,26 @@ impl DiskIo for UringDisk {
             op.timer.ok(0);
             return (Ok(0), bufs);
         }
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = Reply::new([Some(op.timer), None]);
         let job = Job::Writev {
             key: op.file.key,
             bufs,
             offset,
             reply,
         };
-        let (res, bufs) = match self.exchange(op.file.executor, job, answer).await {
-            Ok((Ok(n), bufs)) => (Ok(n), bufs),
-            Ok((Err(e), bufs)) => (Err(op.file.err(op.ctx, e)), bufs),
+        let (res, bufs, clocks) = match self.exchange(op.file.executor, job, answer).await {
+            Ok(((Ok(n), bufs), clocks)) => (Ok(n), bufs, clocks),
+            Ok(((Err(e), bufs), clocks)) => (Err(op.file.err(op.ctx, e)), bufs, clocks),
+            // The clock went with the job: dropped unfinished, it counts an error.
             Err(job) => (
                 Err(gone(op.ctx)),
                 job.map(Job::into_bufs).unwrap_or_default(),
+                [None, None],
             ),
         };
-        op.timer.finish(&res, |&n| n as u64);
+        if let [Some(timer), _] = clocks {
+            timer.finish(&res, |&n| n as u64);
+        }
         (res, bufs)
     }
 
@@ -171,31 +185,30 @@ impl DiskIo for UringDisk {
         let req = Request::new(Op::Sync, file);
         let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
         let key = op.file.key;
-        let res = self
-            .call_plain(&op.ctx, &op.file, |reply| Job::Sync { key, kind, reply })
-            .await;
-        op.timer.finish(&res, |_| 0);
-        res
+        self.call_plain(&op.ctx, &op.file, op.timer, |reply| Job::Sync {
+            key,
+            kind,
+            reply,
+        })
+        .await
     }
 
     async fn preallocate(&self, file: FileId, offset: u64, len: u64) -> Result<()> {
         let req = Request::at(Op::Preallocate, file, offset).len(len);
         let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
-        let res = if len == 0 {
+        if len == 0 {
             // fallocate(2) refuses a zero length; the contract makes it a no-op.
-            Ok(())
-        } else {
-            let key = op.file.key;
-            let job = |reply| Job::Fallocate {
-                key,
-                offset,
-                len,
-                reply,
-            };
-            self.call_plain(&op.ctx, &op.file, job).await
+            op.timer.ok(0);
+            return Ok(());
+        }
+        let key = op.file.key;
+        let job = |reply| Job::Fallocate {
+            key,
+            offset,
+            len,
+            reply,
         };
-        op.timer.finish(&res, |_| 0);
-        res
+        self.call_plain(&op.ctx, &op.file, op.timer, job).await
     }
 
     async fn set_len(&self, file: FileId, len: u64) -> Result<()> {
@@ -206,9 +219,7 @@ impl DiskIo for UringDisk {
             len,
             reply,
         };
-        let res = self.call_plain(&op.ctx, &op.file, job).await;
-        op.timer.finish(&res, |_| 0);
-        res
+        self.call_plain(&op.ctx, &op.file, op.timer, job).await
     }
 
     async fn file_len(&self, file: FileId) -> Result<u64> {
@@ -240,7 +251,7 @@ impl DiskIo for UringDisk {
             return write_then_sync(self, file, bufs, offset, kind).await;
         }
         let sync_timer = self.inner.stats.start(Op::Sync);
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = Reply::new([Some(op.timer), Some(sync_timer)]);
         let job = Job::WriteSync {
             key: op.file.key,
             bufs,
@@ -248,25 +259,31 @@ impl DiskIo for UringDisk {
             kind,
             reply,
         };
-        let (outcome, bufs) = match self.exchange(op.file.executor, job, answer).await {
-            Ok((WriteSync::Synced, bufs)) => (Linked::Synced, bufs),
-            Ok((WriteSync::Short(n), bufs)) => (Linked::Short(n), bufs),
-            Ok((WriteSync::WriteFailed(e), bufs)) => {
-                (Linked::WriteFailed(op.file.err(op.ctx, e)), bufs)
-            }
-            Ok((WriteSync::SyncFailed(e), bufs)) => {
-                let sync_ctx = Context::new(Op::Sync).file(file);
-                (Linked::SyncFailed(op.file.err(sync_ctx, e)), bufs)
-            }
+        let ((done, bufs), clocks) = match self.exchange(op.file.executor, job, answer).await {
+            Ok(answer) => answer,
+            // The clocks went with the job: dropped unfinished, they count errors.
             Err(job) => {
                 let bufs = job.map(Job::into_bufs).unwrap_or_default();
-                (Linked::WriteFailed(gone(op.ctx)), bufs)
+                return (Err(gone(op.ctx)), bufs);
+            }
+        };
+        let [Some(write_timer), Some(sync_timer)] = clocks else {
+            // Both were sent; the reply hands back what it was given.
+            return (Err(gone(op.ctx)), bufs);
+        };
+        let outcome = match done {
+            WriteSync::Synced => Linked::Synced,
+            WriteSync::Short(n) => Linked::Short(n),
+            WriteSync::WriteFailed(e) => Linked::WriteFailed(op.file.err(op.ctx, e)),
+            WriteSync::SyncFailed(e) => {
+                let sync_ctx = Context::new(Op::Sync).file(file);
+                Linked::SyncFailed(op.file.err(sync_ctx, e))
             }
         };
         finish_linked(
             self,
             outcome,
-            (op.timer, sync_timer),
+            (write_timer, sync_timer),
             (file, bufs, offset, kind),
         )
         .await

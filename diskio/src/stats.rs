@@ -3,7 +3,11 @@
 //! A backend calls [`Stats::start`] when an operation is accepted (before any queueing) and
 //! finishes the returned [`OpTimer`] when the operation's result is known, so latencies include
 //! queueing and are comparable across backends. An operation whose caller dropped its future is
-//! still counted when the backend finishes it.
+//! still counted when the backend finishes it, with the outcome the backend gave it (a write
+//! that reached the file is a success with its bytes); one dropped before the backend took it
+//! (still waiting for room in a queue) never ran and counts as an error. The shipped backends
+//! keep the clock with the operation, not in the caller's future, for this: `diskio-raw` in
+//! the ring's slot, `diskio-uring` in the job's reply, `diskio-blocking` in the job.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

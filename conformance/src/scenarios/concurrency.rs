@@ -169,3 +169,60 @@ pub async fn drop_in_flight_then_read_back<D: DiskIo>(cx: &Cx<D>) -> Outcome {
     assert_eq!(back.len(), REGION);
     Outcome::Passed
 }
+
+/// Operations whose futures are dropped are counted with the outcome they had, as the stats
+/// docs promise: 64 writes of 4 KiB to their own regions, each dropped after its first poll (or
+/// finished by it). Every write that reached the file (its region holds the new data) is
+/// counted as a success with its bytes, whether or not its caller waited; a write counted as an
+/// error is one that never ran. A backend whose clock lives in the caller's future counts a
+/// dropped write that ran as an error (or not at all), and fails here.
+pub async fn dropped_ops_are_counted<D: DiskIo>(cx: &Cx<D>) -> Outcome {
+    const OPS: u64 = 64;
+    const LEN: usize = 4096;
+    let disk = &*cx.disk;
+    let file = create(cx, "dropcount").await;
+    let old = pattern(0, LEN * OPS as usize);
+    let (res, _) = disk.write_all_at(file, buf_of(disk, &old), 0).await;
+    res.expect("initial write");
+    quiesce(disk).await;
+    let before = disk.stats().op(Op::Write);
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..OPS {
+        let disk = Arc::clone(&cx.disk);
+        tasks.spawn(async move {
+            let buf = buf_of(&*disk, &pattern(OPS + k, LEN));
+            let write = disk.write_at(file, buf, k * LEN as u64);
+            if let Some((res, _)) = poll_then_drop(write, 1).await {
+                assert_eq!(res.expect("a write that finished at its first poll"), LEN);
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    quiesce(disk).await;
+    let after = disk.stats().op(Op::Write);
+    let all = read_up_to(disk, file, 0, old.len()).await;
+    let ran = (0..OPS as usize)
+        .filter(|&k| all[k * LEN..(k + 1) * LEN] == pattern(OPS + k as u64, LEN)[..])
+        .count() as u64;
+    let counted = after.ops - before.ops;
+    let failed = after.errors - before.errors;
+    assert!(counted <= OPS, "{counted} writes counted of {OPS} issued");
+    assert_eq!(
+        counted - failed,
+        ran,
+        "writes counted as successes against writes that reached the file ({failed} counted \
+         as errors)"
+    );
+    assert_eq!(
+        after.bytes - before.bytes,
+        ran * LEN as u64,
+        "bytes of the writes that ran"
+    );
+    assert_eq!(after.in_flight, 0, "nothing left in flight");
+    assert!(ran > 0, "no write ran: the scenario tested nothing");
+    Outcome::Passed
+}

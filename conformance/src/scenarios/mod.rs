@@ -13,7 +13,9 @@ mod stress;
 mod writev;
 
 pub use basic::{read_at_and_past_eof, round_trip_sizes, short_read_at_tail, stats_are_counted};
-pub use concurrency::{concurrent_ops_one_file, drop_in_flight_then_read_back};
+pub use concurrency::{
+    concurrent_ops_one_file, drop_in_flight_then_read_back, dropped_ops_are_counted,
+};
 pub use direct::{
     direct_misaligned_buffer, direct_misaligned_length, direct_misaligned_offset, direct_round_trip,
 };

@@ -55,6 +55,7 @@ impl Ring {
                         Some(keep) => Poll::Ready(Done {
                             results: slot.results,
                             keep,
+                            timers: slot.timers,
                         }),
                         None => Poll::Pending,
                     }
@@ -157,6 +158,7 @@ impl Ring {
             slot.keep.map(|keep| Done {
                 results: slot.results,
                 keep,
+                timers: slot.timers,
             })
         }) {
             Some(done) => Ok(done),
@@ -235,7 +237,7 @@ impl Drop for Abandon<'_> {
             if let Some(slot) = free_slot(&mut st, self.index) {
                 out.permits += usize::from(slot.sqes);
                 if let Some(keep) = slot.keep {
-                    out.abandoned.push((keep, slot.results));
+                    out.abandoned.push((keep, slot.results, slot.timers));
                 }
             }
         }

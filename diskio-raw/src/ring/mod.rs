@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 
 use self::complete::{Abandon, reaper_gone};
 use self::slots::{Deliveries, State, alloc_slot, user_data};
-pub(crate) use self::slots::{IoVecs, Keep};
+pub(crate) use self::slots::{IoVecs, Keep, Timed, Timers};
 
 /// `user_data` of the NOP that wakes the reaper for shutdown.
 pub(super) const WAKE: u64 = u64::MAX;
@@ -84,6 +84,7 @@ pub(crate) struct Ring {
 pub(crate) struct Done {
     pub(crate) results: [i32; CHAIN_MAX],
     pub(crate) keep: Keep,
+    pub(crate) timers: Timers,
 }
 
 impl Ring {
@@ -125,8 +126,10 @@ impl Ring {
     }
 
     /// Runs one operation: `sqes` (linked by the caller where it wants a chain) and the
-    /// resources they point into. Returns each SQE's result and the resources. `lone` says how
-    /// the caller waits when the operation is the only one in flight.
+    /// resources they point into. Returns each SQE's result, the resources and the timers.
+    /// `timers` are the operation's stats clocks: if the future is dropped once the operation
+    /// is submitted, the slot finishes them from the kernel's results. `lone` says how the
+    /// caller waits when the operation is the only one in flight.
     ///
     /// # Safety
     ///
@@ -137,21 +140,24 @@ impl Ring {
         &self,
         sqes: &mut [squeue::Entry],
         keep: Keep,
+        timers: Timers,
         lone: Lone,
-    ) -> Result<Done, (io::Error, Keep)> {
+    ) -> Result<Done, (io::Error, Keep, Timers)> {
         let n = sqes.len();
         debug_assert!((1..=CHAIN_MAX).contains(&n));
         if self.reaper_dead.load(Ordering::Acquire) {
-            return Err((reaper_gone(), keep));
+            return Err((reaper_gone(), keep, timers));
         }
+        // A future dropped while it waits for permits has submitted nothing: its timers, still
+        // in `timers`, count it as an error when they drop.
         match self.permits.acquire_many(n as u32).await {
             Ok(permit) => permit.forget(),
-            Err(_) => return Err((reaper_gone(), keep)),
+            Err(_) => return Err((reaper_gone(), keep, timers)),
         }
         let mut out = Deliveries::default();
         let index = {
             let mut st = self.lock();
-            let index = alloc_slot(&mut st, n, keep);
+            let index = alloc_slot(&mut st, n, keep, timers);
             for (k, sqe) in sqes.iter_mut().enumerate() {
                 sqe.set_user_data(user_data(index, k));
             }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::Waker;
 
 use diskio::AlignedBuf;
+use diskio::backend::OpTimer;
 use io_uring::cqueue;
 
 use super::{CHAIN_MAX, Ring, WAKE};
@@ -47,6 +48,53 @@ impl Keep {
     }
 }
 
+/// An operation's timer, carried by its slot: the caller takes it back with the results, and if
+/// the caller is gone (its future dropped), whoever reaps the last completion finishes it from
+/// the kernel's result, so a dropped operation is counted with the outcome it had.
+pub(crate) struct Timed {
+    timer: OpTimer,
+    /// The SQE whose result finishes it.
+    sqe: usize,
+    /// A positive result is a byte count (reads and writes); otherwise the operation moves none.
+    bytes: bool,
+}
+
+impl Timed {
+    /// A timer finished from SQE `sqe`'s result, a byte count.
+    pub(crate) fn bytes(timer: OpTimer, sqe: usize) -> Self {
+        Self {
+            timer,
+            sqe,
+            bytes: true,
+        }
+    }
+
+    /// A timer finished from SQE `sqe`'s result, moving no bytes.
+    pub(crate) fn plain(timer: OpTimer, sqe: usize) -> Self {
+        Self {
+            timer,
+            sqe,
+            bytes: false,
+        }
+    }
+
+    /// The timer, for the caller to finish.
+    pub(crate) fn into_timer(self) -> OpTimer {
+        self.timer
+    }
+
+    /// Finishes the timer of an operation whose caller is gone.
+    fn abandoned(self, results: &[i32; CHAIN_MAX]) {
+        match results.get(self.sqe) {
+            Some(&r) if r >= 0 => self.timer.ok(if self.bytes { r as u64 } else { 0 }),
+            _ => self.timer.err(),
+        }
+    }
+}
+
+/// The timers an operation's slot carries (one per SQE at most).
+pub(crate) type Timers = [Option<Timed>; CHAIN_MAX];
+
 /// Closes a descriptor that an open made after its caller left.
 pub(super) fn close_orphan(fd: i32) {
     use std::os::fd::{FromRawFd, OwnedFd};
@@ -65,6 +113,7 @@ pub(super) struct Slot {
     pub(super) waker: Option<Waker>,
     pub(super) abandoned: bool,
     pub(super) keep: Option<Keep>,
+    pub(super) timers: Timers,
 }
 
 pub(super) struct State {
@@ -80,7 +129,7 @@ pub(super) struct State {
 #[derive(Default)]
 pub(super) struct Deliveries {
     pub(super) wakers: Vec<Waker>,
-    pub(super) abandoned: Vec<(Keep, [i32; CHAIN_MAX])>,
+    pub(super) abandoned: Vec<(Keep, [i32; CHAIN_MAX], Timers)>,
     pub(super) permits: usize,
 }
 
@@ -89,8 +138,11 @@ impl Deliveries {
         if self.permits > 0 {
             ring.permits.add_permits(self.permits);
         }
-        for (keep, results) in self.abandoned {
+        for (keep, results, timers) in self.abandoned {
             keep.abandon(&results);
+            for timed in timers.into_iter().flatten() {
+                timed.abandoned(&results);
+            }
         }
         for waker in self.wakers {
             waker.wake();
@@ -102,7 +154,7 @@ pub(super) fn user_data(index: u32, k: usize) -> u64 {
     (u64::from(index) << 8) | k as u64
 }
 
-pub(super) fn alloc_slot(st: &mut State, n: usize, keep: Keep) -> u32 {
+pub(super) fn alloc_slot(st: &mut State, n: usize, keep: Keep, timers: Timers) -> u32 {
     let slot = Slot {
         pending: n as u8,
         sqes: n as u8,
@@ -110,6 +162,7 @@ pub(super) fn alloc_slot(st: &mut State, n: usize, keep: Keep) -> u32 {
         waker: None,
         abandoned: false,
         keep: Some(keep),
+        timers,
     };
     match st.free.pop() {
         Some(index) => {
@@ -160,7 +213,7 @@ pub(super) fn complete(st: &mut State, cqe: &cqueue::Entry, out: &mut Deliveries
         if let Some(slot) = free_slot(st, index) {
             out.permits += usize::from(slot.sqes);
             if let Some(keep) = slot.keep {
-                out.abandoned.push((keep, slot.results));
+                out.abandoned.push((keep, slot.results, slot.timers));
             }
         }
     } else if let Some(w) = slot.waker.take() {
