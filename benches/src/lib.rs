@@ -12,6 +12,7 @@ pub mod engines;
 pub mod fio;
 #[cfg(feature = "peers")]
 pub mod peers;
+pub mod plot;
 pub mod report;
 pub mod scratch;
 pub mod wal_bench;

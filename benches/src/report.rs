@@ -31,7 +31,14 @@ pub struct Figures {
     pub mean_us: f64,
     /// CPU time of the whole process per operation, µs (`NaN` where not measured).
     pub cpu_us_per_op: f64,
+    /// Latency at each of [`CURVE`], µs: the distribution, for plots.
+    pub curve_us: [f64; CURVE.len()],
 }
+
+/// The quantiles of [`Figures::curve_us`].
+pub const CURVE: [f64; 11] = [
+    0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999,
+];
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -53,6 +60,7 @@ impl Figures {
             p999_us: s.latency_us(0.999),
             mean_us: s.mean_us(),
             cpu_us_per_op: s.cpu_us_per_op(),
+            curve_us: CURVE.map(|q| s.latency_us(q)),
         }
     }
 
@@ -67,6 +75,7 @@ impl Figures {
             p999_us: m(|f| f.p999_us),
             mean_us: m(|f| f.mean_us),
             cpu_us_per_op: m(|f| f.cpu_us_per_op),
+            curve_us: std::array::from_fn(|i| median(runs.iter().map(|f| f.curve_us[i]).collect())),
         }
     }
 }
@@ -100,6 +109,11 @@ pub fn figures_json(f: &Figures) -> serde_json::Value {
         "p999_us": f.p999_us,
         "mean_us": f.mean_us,
         "cpu_us_per_op": f.cpu_us_per_op,
+        "latency_us_at": CURVE
+            .iter()
+            .zip(f.curve_us)
+            .map(|(q, us)| serde_json::json!({ "quantile": q, "us": us }))
+            .collect::<Vec<_>>(),
     })
 }
 

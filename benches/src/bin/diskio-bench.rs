@@ -9,7 +9,7 @@ use benches::engines::{self, Engine};
 use benches::report::Figures;
 use benches::report::{self, EngineRuns, WorkloadResult};
 use benches::wal_bench::{self, WalBackend, WalWorkload};
-use benches::{Pattern, Workload, fio, scratch};
+use benches::{Pattern, Workload, fio, plot, scratch};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use wal::Durability;
@@ -56,7 +56,8 @@ struct Args {
     #[arg(long)]
     no_fio: bool,
     /// Also write every figure (medians per workload and engine, replay rates) to this file as
-    /// JSON.
+    /// JSON, and beside it (the same name with `.svg`) a plot of the latency distributions of
+    /// the durable WAL workloads.
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -268,8 +269,9 @@ fn run(args: &Args) -> Result<(), String> {
         print_trait_cost(&results);
         print_uring(&results);
     }
+    let mut panels = Vec::new();
     if !wal_chosen.is_empty() {
-        run_wal(args, &wal_chosen, &results, &mut json_rows)?;
+        run_wal(args, &wal_chosen, &results, &mut json_rows, &mut panels)?;
     }
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
     if let Some(path) = &args.json {
@@ -284,6 +286,15 @@ fn run(args: &Args) -> Result<(), String> {
         let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
         std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
         println!("figures written to {}", path.display());
+        if !panels.is_empty() {
+            let svg = path.with_extension("svg");
+            plot::write_svg(&svg, &panels)
+                .map_err(|e| format!("writing {}: {e}", svg.display()))?;
+            println!(
+                "durable WAL latency distributions plotted in {}",
+                svg.display()
+            );
+        }
     }
     if args.clean {
         std::fs::remove_dir_all(&args.dir)
@@ -385,6 +396,7 @@ fn run_wal(
     chosen: &[WalWorkload],
     engines: &[WorkloadResult],
     json_rows: &mut Vec<serde_json::Value>,
+    panels: &mut Vec<plot::Panel>,
 ) -> Result<(), String> {
     let backends = WalEngine::all();
     if !cfg!(feature = "peers") {
@@ -444,6 +456,16 @@ fn run_wal(
                 "engine": backends[k].name(),
                 "figures": figures,
             }));
+        }
+        if w.durability == Durability::Sync {
+            panels.push(plot::Panel {
+                title: format!("{} (median of {} run(s) per point)", w.name, args.runs),
+                engines: backends
+                    .iter()
+                    .zip(&medians)
+                    .filter_map(|(b, f)| f.map(|f| (b.name().to_owned(), f)))
+                    .collect(),
+            });
         }
         // The best reference of this workload: the fastest peer (durable) or the BufWriter.
         let best = backends
