@@ -21,6 +21,10 @@ pub enum Engine {
     Threads,
     /// `depth` Tokio tasks on `tokio::fs` (seek + read/write, one file handle per task).
     TokioFs,
+    /// The same on tokio's own io_uring driver (tokio 1.54, `--cfg tokio_unstable`): the
+    /// `tokio-uring-ref` binary, built apart. Its reads go through io_uring; writes and syncs
+    /// still go to tokio's blocking pool.
+    TokioUring,
     /// `depth` Tokio tasks on the `diskio-blocking` backend.
     Blocking,
     /// `depth` Tokio tasks on the `diskio-raw` (io_uring) backend.
@@ -37,6 +41,7 @@ impl Engine {
         match self {
             Engine::Threads => "pread/pwrite threads",
             Engine::TokioFs => "tokio::fs",
+            Engine::TokioUring => "tokio::fs, io_uring",
             Engine::Blocking => "diskio-blocking",
             Engine::Raw => "diskio-raw",
             Engine::Uring => "diskio-uring",
@@ -86,6 +91,7 @@ pub fn run(
             through_trait(disk, w, path, warmup)
         }
         Engine::Fio => return fio::run(w, path, warmup),
+        Engine::TokioUring => return crate::tokio_uring_ref::run(w, path, warmup),
     }?;
     Ok(Figures::of_sample(&sample))
 }

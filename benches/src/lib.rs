@@ -15,6 +15,7 @@ pub mod peers;
 pub mod plot;
 pub mod report;
 pub mod scratch;
+pub mod tokio_uring_ref;
 pub mod wal_bench;
 
 use std::time::{Duration, Instant};

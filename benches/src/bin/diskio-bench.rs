@@ -198,6 +198,7 @@ fn run(args: &Args) -> Result<(), String> {
         Engine::Uring,
         Engine::Blocking,
         Engine::TokioFs,
+        Engine::TokioUring,
     ]);
     println!("diskio-bench: scratch files in {}", args.dir.display());
     let mut files = std::collections::HashMap::new();
