@@ -189,6 +189,14 @@ pub struct Replay {
     pub batch_bytes_s: f64,
     /// File bytes per second through 1 MiB `pread`s of the same files.
     pub pread_bytes_s: f64,
+    /// Microseconds from `reader(lsn)` to its first record, median over random LSNs inside the
+    /// first segment (the sparse index finds where to start).
+    pub seek_us: f64,
+    /// The same, 99th percentile.
+    pub seek_p99_us: f64,
+    /// Microseconds to reach a random LSN by reading from the segment's first record (what a
+    /// reader did before the index), median.
+    pub scan_us: f64,
 }
 
 /// Fills a fresh log in `dir` with `records` records of `record` bytes (unsynced, then synced
@@ -255,25 +263,67 @@ pub fn replay(
         }
         let batch_secs = start.elapsed().as_secs_f64().max(1e-9);
         drop(reader);
+        // Seeks: random LSNs in the first fifth of the log (inside its first segment when the
+        // log spans several).
+        let span = (records / 5).max(2);
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut random_lsn = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            1 + state % span
+        };
+        let mut seeks = Vec::new();
+        for _ in 0..200 {
+            let lsn = random_lsn();
+            let t = Instant::now();
+            let mut r = log.reader(lsn);
+            let got = r.next_into(&mut data).await.map_err(|e| e.to_string())?;
+            seeks.push(t.elapsed().as_secs_f64() * 1e6);
+            if got != Some(lsn) {
+                return Err(format!("a reader from {lsn} returned {got:?} first"));
+            }
+        }
+        let mut scans = Vec::new();
+        for _ in 0..15 {
+            let lsn = random_lsn();
+            let t = Instant::now();
+            let mut r = log.reader(1);
+            while let Some(l) = r.next_into(&mut data).await.map_err(|e| e.to_string())? {
+                if l == lsn {
+                    break;
+                }
+            }
+            scans.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        seeks.sort_by(f64::total_cmp);
+        scans.sort_by(f64::total_cmp);
+        let seek = (
+            seeks[seeks.len() / 2],
+            seeks[seeks.len() * 99 / 100],
+            scans[scans.len() / 2],
+        );
         log.close().await.map_err(|e| e.to_string())?;
         if batch_n != records {
             return Err(format!(
                 "read back {batch_n} records of {records} in batches"
             ));
         }
-        Ok::<(f64, f64, f64), String>((
+        Ok::<_, String>((
             bytes as f64 / secs,
             n as f64 / secs,
             batch_bytes as f64 / batch_secs,
+            seek,
         ))
     });
-    let (reader_bytes_s, reader_records_s, batch_bytes_s) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(dir);
-            return Err(e);
-        }
-    };
+    let (reader_bytes_s, reader_records_s, batch_bytes_s, (seek_us, seek_p99_us, scan_us)) =
+        match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(dir);
+                return Err(e);
+            }
+        };
     let pread_bytes_s = pread_all(dir).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(Replay {
@@ -281,6 +331,9 @@ pub fn replay(
         reader_records_s,
         batch_bytes_s,
         pread_bytes_s,
+        seek_us,
+        seek_p99_us,
+        scan_us,
     })
 }
 

@@ -10,10 +10,10 @@ use tracing::Instrument;
 
 use crate::Lsn;
 use crate::error::{Result, WalError};
-use crate::format::{DIRECT_BLOCK, seal_frames};
+use crate::format::{DIRECT_BLOCK, HEADER_LEN, frame_len, seal_frames};
 use crate::options::Durability;
 use crate::queue::Chunk;
-use crate::state::Inner;
+use crate::state::{Inner, SparseIndex};
 
 /// What the committer does next.
 enum Work {
@@ -38,6 +38,8 @@ struct Group {
     file: FileId,
     salt: u64,
     offset: u64,
+    /// The active segment's sparse index.
+    index: Arc<SparseIndex>,
 }
 
 impl Group {
@@ -112,6 +114,7 @@ impl<D: DiskIo> Inner<D> {
             return None;
         };
         let (file, salt, offset) = (active.file, active.salt, active.offset);
+        let index = Arc::clone(&active.seg.index);
         let marks = &st.marks;
         if let Durability::Periodic(every) = self.opts.durability {
             if marks.durable_end < marks.written_end && marks.last_sync.elapsed() >= every {
@@ -154,6 +157,7 @@ impl<D: DiskIo> Inner<D> {
             file,
             salt,
             offset,
+            index,
         }))
     }
 
@@ -183,6 +187,7 @@ impl<D: DiskIo> Inner<D> {
             let block_start = end - end % DIRECT_BLOCK as usize;
             next_tail.extend_from_slice(&buf[block_start..end]);
         }
+        let marks = index_marks(&group);
         {
             let mut st = self.lock();
             for c in std::mem::take(&mut group.chunks) {
@@ -204,6 +209,9 @@ impl<D: DiskIo> Inner<D> {
             res?;
             Some(back)
         };
+        for (lsn, at) in marks {
+            group.index.note(lsn, at);
+        }
         let end = group.offset + len as u64;
         if direct {
             let bytes = back
@@ -330,6 +338,29 @@ impl<D: DiskIo> Inner<D> {
             Some(thread.thread().clone());
         Ok(())
     }
+}
+
+/// The records of `group` that start a new stride of its segment's sparse index: (LSN, file
+/// offset), found by walking the frames' lengths.
+fn index_marks(group: &Group) -> Vec<(Lsn, u64)> {
+    let mut marks = Vec::new();
+    let mut next_mark = group.index.last_offset(HEADER_LEN as u64) + SparseIndex::STRIDE;
+    let (mut at, mut lsn) = (group.offset, group.first);
+    for c in &group.chunks {
+        let mut i = 0;
+        while let Some(len) = c.bytes.get(i + 4..i + 8) {
+            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            if at >= next_mark {
+                marks.push((lsn, at));
+                next_mark = at + SparseIndex::STRIDE;
+            }
+            let step = frame_len(len);
+            at += step as u64;
+            i += step;
+            lsn += 1;
+        }
+    }
+    marks
 }
 
 /// Owned by a committer task from before it is spawned: if the task is dropped before it

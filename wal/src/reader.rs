@@ -343,14 +343,19 @@ impl<D: DiskIo> Reader<D> {
                 });
             }
         };
+        // Start at the last indexed record at or before the one wanted, not at the first.
+        let (lsn, pos) = seg
+            .index
+            .seek(self.next)
+            .unwrap_or((seg.first_lsn, HEADER_LEN as u64));
         self.seg = Some(OpenSegment {
             file,
             first_lsn: seg.first_lsn,
             salt: header.salt,
-            lsn: seg.first_lsn,
-            pos: HEADER_LEN as u64,
+            lsn,
+            pos,
             window: Vec::new(),
-            window_at: HEADER_LEN as u64,
+            window_at: pos,
             window_visible: 0,
         });
         Ok(())

@@ -1,6 +1,7 @@
 //! Opening a log directory: scan every segment, verify every record, cut a torn tail, and report.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions, SyncKind};
 
@@ -11,6 +12,7 @@ use crate::format::{
     parse_cut_name, parse_segment_name, parse_skip_name, segment_name, skip_name,
 };
 use crate::options::{RecoveryMode, WalOptions};
+use crate::state::SparseIndex;
 
 /// What recovery found, kept and cut.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,6 +53,8 @@ pub struct Cut {
 pub(crate) struct FoundSegment {
     pub(crate) first_lsn: Lsn,
     pub(crate) path: PathBuf,
+    /// Built while its records are verified.
+    pub(crate) index: Arc<SparseIndex>,
 }
 
 /// The recovered log, ready to append to.
@@ -93,6 +97,7 @@ pub(crate) async fn recover<D: DiskIo>(
             segs.push(FoundSegment {
                 first_lsn,
                 path: dir.join(name),
+                index: Arc::default(),
             });
         }
     }
@@ -167,6 +172,7 @@ pub(crate) async fn recover<D: DiskIo>(
             }
             match decode_frame(&image[at..], expected, header.salt, opts.record_max) {
                 Frame::Record { frame_len, .. } => {
+                    note_stride(&seg.index, expected, at);
                     report.records += 1;
                     expected += 1;
                     at += frame_len;
@@ -270,6 +276,7 @@ pub(crate) async fn recover<D: DiskIo>(
             while let Frame::Record { frame_len, .. } =
                 decode_frame(&image[at..], lsn, header.salt, opts.record_max)
             {
+                note_stride(&seg.index, lsn, at);
                 at += frame_len;
                 lsn += 1;
             }
@@ -296,6 +303,15 @@ pub(crate) async fn recover<D: DiskIo>(
         active,
         report,
     })
+}
+
+/// Adds the record of `lsn` at `at` to a segment's index if a stride has passed since the last
+/// entry.
+pub(crate) fn note_stride(index: &SparseIndex, lsn: Lsn, at: usize) {
+    let at = at as u64;
+    if at >= index.last_offset(HEADER_LEN as u64) + SparseIndex::STRIDE {
+        index.note(lsn, at);
+    }
 }
 
 /// Finishes a [`skip_to`](crate::Wal::skip_to) that a crash interrupted: its file is in the
@@ -330,6 +346,7 @@ async fn finish_skip<D: DiskIo>(
     segs.push(FoundSegment {
         first_lsn: skip,
         path,
+        index: Arc::default(),
     });
     segs.extend(kept);
     Ok(())

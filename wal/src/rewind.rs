@@ -196,6 +196,7 @@ impl<D: DiskIo> Inner<D> {
             });
         }
         zero_from(disk, file, &image, at).await?;
+        seg.index.cut(lsn);
         // Done and durable: the marker goes before anything is appended at `lsn`.
         disk.remove_file(&marker).await?;
         disk.sync_dir(&self.dir).await?;
@@ -203,6 +204,7 @@ impl<D: DiskIo> Inner<D> {
             segment: FoundSegment {
                 first_lsn: seg.first_lsn,
                 path: seg.path.clone(),
+                index: Arc::clone(&seg.index),
             },
             file,
             salt: header.salt,

@@ -144,6 +144,7 @@ impl<D: DiskIo> Inner<D> {
             seg: SegmentRef {
                 first_lsn: first,
                 path,
+                index: Arc::default(),
             },
             file: p.file,
             salt,
@@ -243,6 +244,7 @@ impl<D: DiskIo> Inner<D> {
             seg: SegmentRef {
                 first_lsn: first,
                 path,
+                index: Arc::default(),
             },
             file,
             salt,

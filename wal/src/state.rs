@@ -125,6 +125,52 @@ impl Segments {
 pub(crate) struct SegmentRef {
     pub(crate) first_lsn: Lsn,
     pub(crate) path: PathBuf,
+    /// Where some of its records start, for readers that begin inside it.
+    pub(crate) index: Arc<SparseIndex>,
+}
+
+/// A segment's sparse index: the file offset of a record every [`STRIDE`](Self::STRIDE) bytes
+/// or so, so a reader starting at an LSN inside a segment scans at most that much. Kept in
+/// memory only: recovery, which reads every record anyway, builds it at open, and the committer
+/// extends it as groups are written. About 16 bytes per 64 KiB of log (0.02%).
+#[derive(Debug, Default)]
+pub(crate) struct SparseIndex {
+    /// (LSN, offset of its frame), in LSN order.
+    entries: Mutex<Vec<(Lsn, u64)>>,
+}
+
+impl SparseIndex {
+    /// Bytes of log between two entries, at least.
+    pub(crate) const STRIDE: u64 = 64 << 10;
+
+    fn entries(&self) -> MutexGuard<'_, Vec<(Lsn, u64)>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The offset of the last entry (or `from` if there is none): where the next stride starts.
+    pub(crate) fn last_offset(&self, from: u64) -> u64 {
+        self.entries().last().map_or(from, |e| e.1)
+    }
+
+    /// Records that the frame of `lsn` starts at `offset` (after every entry so far).
+    pub(crate) fn note(&self, lsn: Lsn, offset: u64) {
+        let mut e = self.entries();
+        if e.last().is_none_or(|l| l.0 < lsn && l.1 < offset) {
+            e.push((lsn, offset));
+        }
+    }
+
+    /// The last entry at or before `lsn`.
+    pub(crate) fn seek(&self, lsn: Lsn) -> Option<(Lsn, u64)> {
+        let e = self.entries();
+        let i = e.partition_point(|x| x.0 <= lsn);
+        i.checked_sub(1).map(|i| e[i])
+    }
+
+    /// Drops the entries of `lsn` and later (a truncation cut the segment there).
+    pub(crate) fn cut(&self, lsn: Lsn) {
+        self.entries().retain(|e| e.0 < lsn);
+    }
 }
 
 /// The segment being written.

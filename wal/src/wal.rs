@@ -413,5 +413,6 @@ fn seg_ref(s: FoundSegment) -> SegmentRef {
     SegmentRef {
         first_lsn: s.first_lsn,
         path: s.path,
+        index: s.index,
     }
 }
