@@ -362,3 +362,74 @@ fn pread_all(dir: &Path) -> std::io::Result<f64> {
     }
     Ok(total as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
+
+/// Prints (and adds to `json_rows`) the replay and seek figures of `records` records of 256 B
+/// on the raw and blocking backends: medians of `runs` runs in `dir`.
+pub fn print_replay(records: u64, runs: usize, dir: &Path, json_rows: &mut Vec<serde_json::Value>) {
+    for backend in [WalBackend::Raw, WalBackend::Blocking] {
+        let measured: Result<Vec<Replay>, String> = (0..runs)
+            .map(|_| replay(backend, records, 256, dir))
+            .collect();
+        match measured {
+            Ok(v) => {
+                let med = |f: fn(&Replay) -> f64| {
+                    let mut x: Vec<f64> = v.iter().map(f).collect();
+                    x.sort_by(f64::total_cmp);
+                    x[x.len() / 2]
+                };
+                let gib = f64::from(1u32 << 30);
+                let (r, n, b, p) = (
+                    med(|r| r.reader_bytes_s),
+                    med(|r| r.reader_records_s),
+                    med(|r| r.batch_bytes_s),
+                    med(|r| r.pread_bytes_s),
+                );
+                println!(
+                    "WAL replay from the page cache, {}: next_batch {:.2} GiB/s of records \
+                     ({:.2}x 1 MiB preads of the same files, {:.2} GiB/s); next_into {:.2} GiB/s \
+                     ({:.2}M records/s, {records} x 256 B)",
+                    backend.name(),
+                    b / gib,
+                    b / p,
+                    p / gib,
+                    r / gib,
+                    n / 1e6,
+                );
+                let (seek, seek99, scan) = (
+                    med(|r| r.seek_us),
+                    med(|r| r.seek_p99_us),
+                    med(|r| r.scan_us),
+                );
+                println!(
+                    "WAL seek from the page cache, {}: first record from a random LSN in the first \
+                     segment in {seek:.1} us (p99 {seek99:.1} us), against {scan:.0} us reading \
+                     from the segment's start ({:.0}x)",
+                    backend.name(),
+                    scan / seek
+                );
+                json_rows.push(serde_json::json!({
+                    "table": "replay",
+                    "engine": backend.name(),
+                    "figures": {
+                        "records": records,
+                        "seek_us": seek,
+                        "seek_p99_us": seek99,
+                        "scan_us": scan,
+                        "next_batch_bytes_s": b,
+                        "next_into_bytes_s": r,
+                        "next_into_records_s": n,
+                        "pread_bytes_s": p,
+                    },
+                }));
+            }
+            Err(e) => {
+                println!("WAL replay, {}: cannot run: {e}", backend.name());
+                json_rows.push(serde_json::json!({
+                    "table": "replay",
+                    "engine": backend.name(),
+                    "figures": { "error": e },
+                }));
+            }
+        }
+    }
+}

@@ -520,81 +520,12 @@ fn run_wal(
          (every thread, io_uring workers included) per record, over the measured second",
         args.runs
     );
-    print_replay(args, json_rows);
+    let records: u64 = if args.quick { 100_000 } else { 1_000_000 };
+    wal_bench::print_replay(records, args.runs, &args.dir.join("wal-replay"), json_rows);
     Ok(())
 }
 
 /// Replay of sealed segments from the page cache, against a `pread` loop over the same files.
-fn print_replay(args: &Args, json_rows: &mut Vec<serde_json::Value>) {
-    let records: u64 = if args.quick { 100_000 } else { 1_000_000 };
-    for backend in [WalBackend::Raw, WalBackend::Blocking] {
-        let runs: Result<Vec<wal_bench::Replay>, String> = (0..args.runs)
-            .map(|_| wal_bench::replay(backend, records, 256, &args.dir.join("wal-replay")))
-            .collect();
-        match runs {
-            Ok(v) => {
-                let med = |f: fn(&wal_bench::Replay) -> f64| {
-                    let mut x: Vec<f64> = v.iter().map(f).collect();
-                    x.sort_by(f64::total_cmp);
-                    x[x.len() / 2]
-                };
-                let gib = f64::from(1u32 << 30);
-                let (r, n, b, p) = (
-                    med(|r| r.reader_bytes_s),
-                    med(|r| r.reader_records_s),
-                    med(|r| r.batch_bytes_s),
-                    med(|r| r.pread_bytes_s),
-                );
-                println!(
-                    "WAL replay from the page cache, {}: next_batch {:.2} GiB/s of records \
-                     ({:.2}x 1 MiB preads of the same files, {:.2} GiB/s); next_into {:.2} GiB/s \
-                     ({:.2}M records/s, {records} x 256 B)",
-                    backend.name(),
-                    b / gib,
-                    b / p,
-                    p / gib,
-                    r / gib,
-                    n / 1e6,
-                );
-                let (seek, seek99, scan) = (
-                    med(|r| r.seek_us),
-                    med(|r| r.seek_p99_us),
-                    med(|r| r.scan_us),
-                );
-                println!(
-                    "WAL seek from the page cache, {}: first record from a random LSN in the first \
-                     segment in {seek:.1} us (p99 {seek99:.1} us), against {scan:.0} us reading \
-                     from the segment's start ({:.0}x)",
-                    backend.name(),
-                    scan / seek
-                );
-                json_rows.push(serde_json::json!({
-                    "table": "replay",
-                    "engine": backend.name(),
-                    "figures": {
-                        "records": records,
-                        "seek_us": seek,
-                        "seek_p99_us": seek99,
-                        "scan_us": scan,
-                        "next_batch_bytes_s": b,
-                        "next_into_bytes_s": r,
-                        "next_into_records_s": n,
-                        "pread_bytes_s": p,
-                    },
-                }));
-            }
-            Err(e) => {
-                println!("WAL replay, {}: cannot run: {e}", backend.name());
-                json_rows.push(serde_json::json!({
-                    "table": "replay",
-                    "engine": backend.name(),
-                    "figures": { "error": e },
-                }));
-            }
-        }
-    }
-}
-
 /// The cost of the trait path at queue depth 1 from the page cache: mean latency of the backend
 /// minus mean latency of a direct `pread`.
 fn print_trait_cost(results: &[WorkloadResult]) {
