@@ -263,14 +263,7 @@ pub(crate) async fn recover<D: DiskIo>(
         // The last segment was removed above (interrupted creation): the one before it is the
         // active one again.
         if let Some(seg) = sealed.pop() {
-            let file = disk
-                .open(&seg.path, &OpenOptions::new().read(true).write(true))
-                .await?;
-            let image = read_whole(disk, file).await?;
-            let header = SegmentHeader::decode(&image).map_err(|fault| WalError::BadHeader {
-                segment: seg.path.clone(),
-                fault,
-            })?;
+            let (file, image, header) = load_segment(disk, &seg.path).await?;
             let mut at = HEADER_LEN;
             let mut lsn = seg.first_lsn;
             while let Frame::Record { frame_len, .. } =
@@ -350,6 +343,31 @@ async fn finish_skip<D: DiskIo>(
     });
     segs.extend(kept);
     Ok(())
+}
+
+/// Opens the segment at `path` for writing and reads it whole with its header decoded; the file
+/// is closed again if either fails.
+pub(crate) async fn load_segment<D: DiskIo>(
+    disk: &D,
+    path: &Path,
+) -> Result<(FileId, Vec<u8>, SegmentHeader)> {
+    let file = disk
+        .open(path, &OpenOptions::new().read(true).write(true))
+        .await?;
+    let loaded = read_whole(disk, file).await.and_then(|image| {
+        let header = SegmentHeader::decode(&image).map_err(|fault| WalError::BadHeader {
+            segment: path.to_path_buf(),
+            fault,
+        })?;
+        Ok((image, header))
+    });
+    match loaded {
+        Ok((image, header)) => Ok((file, image, header)),
+        Err(e) => {
+            let _ = disk.close(file).await;
+            Err(e)
+        }
+    }
 }
 
 /// The whole file, read into memory (a segment at most: bounded by `segment_bytes`).

@@ -21,9 +21,9 @@ use crate::Lsn;
 use crate::direct::reopen_direct;
 use crate::error::{Damage, Result, WalError};
 use crate::format::{
-    Frame, HEADER_LEN, SegmentHeader, TEMP_SUFFIX, cut_name, decode_frame, segment_name, skip_name,
+    Frame, HEADER_LEN, TEMP_SUFFIX, cut_name, decode_frame, segment_name, skip_name,
 };
-use crate::recovery::{ActiveFound, FoundSegment, read_whole, zero_from};
+use crate::recovery::{ActiveFound, FoundSegment, load_segment, zero_from};
 use crate::state::{Active, Inner, SegmentRef};
 
 /// Appends held and the committer's place taken, for as long as it lives.
@@ -165,14 +165,7 @@ impl<D: DiskIo> Inner<D> {
             disk.sync_dir(&self.dir).await?;
         }
         let seg = &segs[k];
-        let file = disk
-            .open(&seg.path, &OpenOptions::new().read(true).write(true))
-            .await?;
-        let image = read_whole(disk, file).await?;
-        let header = SegmentHeader::decode(&image).map_err(|fault| WalError::BadHeader {
-            segment: seg.path.clone(),
-            fault,
-        })?;
+        let (file, image, header) = load_segment(disk, &seg.path).await?;
         // Every record before `lsn` is durable and was verified when the log was opened or
         // written; one that no longer verifies is damage found now.
         let mut at = HEADER_LEN;
