@@ -12,8 +12,9 @@ use std::time::Duration;
 use openraft::{BasicNode, Config, Raft};
 use wal::WalOptions;
 use wal_raft::LogStore;
+use wal_raft::kv::{Client, serve};
 use wal_raft::kv::{KvConfig, KvStateMachine, Request};
-use wal_raft::net::{Client, Network, serve};
+use wal_raft::net::Network;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,7 +35,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             LogStore::open(disk, base.join(format!("n{id}/raft")), WalOptions::new()).await?;
         // The state machine: a map, its snapshots kept on disk.
         let sm = KvStateMachine::open(base.join(format!("n{id}/sm")))?;
-        let raft = Raft::new(id, Arc::clone(&config), Network, store, sm.clone()).await?;
+        let raft = Raft::new(
+            id,
+            Arc::clone(&config),
+            Network::default(),
+            store,
+            sm.clone(),
+        )
+        .await?;
         tokio::spawn(serve(listener, raft.clone(), sm.clone()));
         rafts.push((raft, sm));
     }

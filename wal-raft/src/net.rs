@@ -1,77 +1,84 @@
-//! A TCP transport for the key-value cluster of the examples and tests: openraft's network
-//! (`RaftNetworkFactory`), the server that answers it and clients, and a client for writes and
-//! reads that follows the leader.
+//! A TCP transport for raft clusters of any type configuration: openraft's network
+//! ([`Network`]), the server that answers it beside an application's own requests ([`serve`],
+//! [`Service`]), and a [`Proposer`] that lets client writes share raft entries.
 //!
 //! Every message is one frame: a `u32` little-endian length, then the message encoded with
-//! postcard. One request is in flight per connection; a connection that fails is dropped and
-//! made again on the next call.
+//! postcard. A frame is a [`Frame`]: a raft message between nodes, or one of the application's
+//! own. One request is in flight per connection; a connection that fails is dropped and made
+//! again on the next call.
+//!
+//! [`kv`](crate::kv) builds its key-value node on this; `logd` builds its clustered mode on it.
 
-use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::error::{
-    CheckIsLeaderError, ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError,
-    RemoteError, Unreachable,
+    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
+use openraft::impls::OneshotResponder;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Raft};
+use openraft::{BasicNode, Raft, RaftTypeConfig};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::kv::{KvConfig, KvStateMachine, NodeId, Request};
-
 /// Largest frame accepted: a snapshot chunk or a batch of entries fits well inside it.
 const FRAME_MAX: usize = 64 << 20;
 
-/// What a node is asked.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum Message {
-    /// Raft: replicate entries (or a heartbeat).
-    AppendEntries(AppendEntriesRequest<KvConfig>),
-    /// Raft: a chunk of a snapshot.
-    InstallSnapshot(InstallSnapshotRequest<KvConfig>),
-    /// Raft: a vote request.
-    Vote(VoteRequest<NodeId>),
-    /// Client: apply a change through the leader. Writes that arrive while the node's previous
-    /// proposal is in flight are proposed together, as one entry.
-    Write(Request),
-    /// Client: the value of a key; `linearizable` asks the leader to confirm its leadership
-    /// first, otherwise the node answers from its own state machine.
-    Read {
-        /// The key.
-        key: String,
-        /// Confirm with a quorum before answering (leader only).
-        linearizable: bool,
-    },
-    /// Client: the node's view of the cluster.
-    Status,
+/// The type configurations this transport carries: `u64` node ids, [`BasicNode`] addresses
+/// (`host:port` of the node's transport), openraft's oneshot responder, and entries and
+/// snapshots that serde can encode.
+pub trait Wire:
+    RaftTypeConfig<NodeId = u64, Node = BasicNode, Responder = OneshotResponder<Self>>
+{
 }
 
-/// A node's answer.
+impl<C> Wire for C where
+    C: RaftTypeConfig<NodeId = u64, Node = BasicNode, Responder = OneshotResponder<C>>
+{
+}
+
+/// One frame on the wire: raft's traffic between nodes, or the application's requests and
+/// replies.
 #[derive(Debug, Serialize, Deserialize)]
-pub enum Reply {
-    /// To [`Message::AppendEntries`].
-    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
-    /// To [`Message::InstallSnapshot`].
-    InstallSnapshot(
-        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
-    ),
-    /// To [`Message::Vote`].
-    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    /// To [`Message::Write`]: the log index the change was committed at.
-    Written(Result<u64, ClientFailure>),
-    /// To [`Message::Read`].
-    Value(Result<Option<Vec<u8>>, ClientFailure>),
-    /// To [`Message::Status`].
-    Status(Status),
+pub enum Frame<R, A> {
+    /// Raft between nodes.
+    Raft(R),
+    /// The application's own message.
+    App(A),
+}
+
+/// What a node asks another on raft's behalf.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub enum RaftMessage<C: Wire> {
+    /// Replicate entries (or a heartbeat).
+    AppendEntries(AppendEntriesRequest<C>),
+    /// A chunk of a snapshot.
+    InstallSnapshot(InstallSnapshotRequest<C>),
+    /// A vote request.
+    Vote(VoteRequest<u64>),
+}
+
+/// The answer to a [`RaftMessage`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    /// To [`RaftMessage::AppendEntries`].
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// To [`RaftMessage::InstallSnapshot`].
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// To [`RaftMessage::Vote`].
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
 }
 
 /// Why a client request was not served.
@@ -81,7 +88,7 @@ pub enum ClientFailure {
     #[error("not the leader (the leader is {leader:?})")]
     NotLeader {
         /// The leader's id.
-        leader: Option<NodeId>,
+        leader: Option<u64>,
     },
     /// Anything else.
     #[error("{0}")]
@@ -92,24 +99,41 @@ pub enum ClientFailure {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     /// The node.
-    pub id: NodeId,
+    pub id: u64,
     /// The leader it knows of.
-    pub leader: Option<NodeId>,
+    pub leader: Option<u64>,
     /// Its current term.
     pub term: u64,
     /// The last log index it applied.
     pub last_applied: Option<u64>,
 }
 
+impl Status {
+    /// `raft`'s view now.
+    pub fn of<C: Wire>(raft: &Raft<C>) -> Self {
+        let m = raft.metrics().borrow().clone();
+        Self {
+            id: m.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_applied: m.last_applied.map(|l| l.index),
+        }
+    }
+}
+
 async fn write_frame<T: Serialize>(stream: &mut TcpStream, msg: &T) -> io::Result<()> {
     let body = postcard::to_allocvec(msg).map_err(io::Error::other)?;
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|&l| l as usize <= FRAME_MAX)
+        .ok_or_else(|| io::Error::other(format!("a frame of {} bytes", body.len())))?;
     let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&len.to_le_bytes());
     frame.extend_from_slice(&body);
     stream.write_all(&frame).await
 }
 
-async fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T> {
+async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_le_bytes(len) as usize;
@@ -139,12 +163,21 @@ impl Connection {
         }
     }
 
+    /// The address this connects to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     /// Sends `msg` and waits for the reply, for at most `ttl`.
     ///
     /// # Errors
     ///
     /// The connection's or the codec's error, or `TimedOut`.
-    pub async fn call(&mut self, msg: &Message, ttl: Duration) -> io::Result<Reply> {
+    pub async fn call<M: Serialize, R: DeserializeOwned>(
+        &mut self,
+        msg: &M,
+        ttl: Duration,
+    ) -> io::Result<R> {
         let exchange = async {
             if self.stream.is_none() {
                 let s = TcpStream::connect(&self.addr).await?;
@@ -169,149 +202,154 @@ impl Connection {
         }
         res
     }
+
+    /// Sends the application's `msg` to a node's [`serve`] and waits for its reply.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call); `InvalidData` when the node answers with a raft reply.
+    pub async fn call_app<A: Serialize, B: DeserializeOwned>(
+        &mut self,
+        msg: &A,
+        ttl: Duration,
+    ) -> io::Result<B> {
+        match self
+            .call::<_, Frame<RaftReply, B>>(&Frame::<(), &A>::App(msg), ttl)
+            .await?
+        {
+            Frame::App(b) => Ok(b),
+            Frame::Raft(r) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} answered a raft reply {r:?}", self.addr),
+            )),
+        }
+    }
 }
 
-/// openraft's network: a [`Connection`] per peer.
-#[derive(Clone, Default)]
-pub struct Network;
+/// openraft's network: a [`Connection`] per peer, at the address in its [`BasicNode`].
+pub struct Network<C>(PhantomData<fn() -> C>);
 
-impl RaftNetworkFactory<KvConfig> for Network {
-    type Network = Peer;
+impl<C> Default for Network<C> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+impl<C> Clone for Network<C> {
+    fn clone(&self) -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<C: Wire> RaftNetworkFactory<C> for Network<C> {
+    type Network = Peer<C>;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
         Peer {
             target,
             conn: Connection::new(node.addr.clone()),
+            _config: PhantomData,
         }
     }
 }
 
 /// The connection to one peer.
-pub struct Peer {
-    target: NodeId,
+pub struct Peer<C> {
+    target: u64,
     conn: Connection,
+    _config: PhantomData<fn() -> C>,
 }
 
-impl Peer {
+impl<C: Wire> Peer<C> {
     async fn rpc<E: std::error::Error>(
         &mut self,
-        msg: Message,
+        msg: RaftMessage<C>,
         option: &RPCOption,
-    ) -> Result<Reply, RPCError<NodeId, BasicNode, E>> {
-        self.conn
-            .call(&msg, option.hard_ttl())
+    ) -> Result<RaftReply, RPCError<u64, BasicNode, E>> {
+        let reply = self
+            .conn
+            .call::<_, Frame<RaftReply, ()>>(&Frame::<_, ()>::Raft(msg), option.hard_ttl())
             .await
             .map_err(|e| match e.kind() {
                 io::ErrorKind::ConnectionRefused
                 | io::ErrorKind::ConnectionReset
                 | io::ErrorKind::NotConnected => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
-            })
+            })?;
+        match reply {
+            Frame::Raft(r) => Ok(r),
+            Frame::App(()) => Err(self.unexpected("an application reply")),
+        }
     }
 
-    fn unexpected<E: std::error::Error>(reply: &Reply) -> RPCError<NodeId, BasicNode, E> {
+    fn unexpected<E: std::error::Error>(&self, what: &str) -> RPCError<u64, BasicNode, E> {
         let e = io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("unexpected reply {reply:?}"),
+            format!("node {} answered {what}", self.target),
         );
         RPCError::Network(NetworkError::new(&e))
     }
 }
 
-impl RaftNetwork<KvConfig> for Peer {
+impl<C: Wire> RaftNetwork<C> for Peer<C> {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<KvConfig>,
+        rpc: AppendEntriesRequest<C>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self.rpc(Message::AppendEntries(rpc), &option).await? {
-            Reply::AppendEntries(r) => {
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        match self.rpc(RaftMessage::AppendEntries(rpc), &option).await? {
+            RaftReply::AppendEntries(r) => {
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
-            other => Err(Self::unexpected(&other)),
+            other => Err(self.unexpected(&format!("{other:?}"))),
         }
     }
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<KvConfig>,
+        rpc: InstallSnapshotRequest<C>,
         option: RPCOption,
     ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        match self.rpc(Message::InstallSnapshot(rpc), &option).await? {
-            Reply::InstallSnapshot(r) => {
+        match self.rpc(RaftMessage::InstallSnapshot(rpc), &option).await? {
+            RaftReply::InstallSnapshot(r) => {
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
-            other => Err(Self::unexpected(&other)),
+            other => Err(self.unexpected(&format!("{other:?}"))),
         }
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<u64>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self.rpc(Message::Vote(rpc), &option).await? {
-            Reply::Vote(r) => {
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        match self.rpc(RaftMessage::Vote(rpc), &option).await? {
+            RaftReply::Vote(r) => {
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
-            other => Err(Self::unexpected(&other)),
+            other => Err(self.unexpected(&format!("{other:?}"))),
         }
     }
 }
 
-/// Client writes waiting for the proposer, each with where its answer goes.
-type Proposals = mpsc::Sender<(Request, oneshot::Sender<Result<u64, ClientFailure>>)>;
+/// What a node answers besides raft: the application's requests, served by [`serve`].
+pub trait Service: Send + Sync + 'static {
+    /// A request from a client or another node.
+    type Request: DeserializeOwned + Send;
+    /// Its answer.
+    type Reply: Serialize + Send + Sync;
 
-/// Most client writes proposed as one entry.
-const BATCH_MAX: usize = 1024;
-
-/// Proposes client writes to raft, one entry at a time: the writes that arrive while one is in
-/// flight go together as the next ([`Request::Batch`]). openraft 0.9 waits for each entry it
-/// appends to be durable on the leader before it takes the next, so a node that proposed
-/// every client write as its own entry would pay one sync per write; batched, they share it.
-async fn propose(
-    raft: Raft<KvConfig>,
-    mut rx: mpsc::Receiver<(Request, oneshot::Sender<Result<u64, ClientFailure>>)>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match rx.try_recv() {
-                Ok(more) => batch.push(more),
-                Err(_) => break,
-            }
-        }
-        let (reqs, answers): (Vec<Request>, Vec<_>) = batch.into_iter().unzip();
-        let entry = if reqs.len() == 1 {
-            reqs.into_iter()
-                .next()
-                .unwrap_or(Request::Batch(Vec::new()))
-        } else {
-            Request::Batch(reqs)
-        };
-        let outcome = match raft.client_write(entry).await {
-            Ok(r) => Ok(r.log_id.index),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ClientFailure::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Err(e) => Err(ClientFailure::Other(e.to_string())),
-        };
-        for tx in answers {
-            let _ = tx.send(outcome.clone());
-        }
-    }
+    /// Answers `req`.
+    fn call(&self, req: Self::Request) -> impl Future<Output = Self::Reply> + Send;
 }
 
-/// Serves raft and client messages on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, raft: Raft<KvConfig>, sm: KvStateMachine) {
-    let (proposals, rx) = mpsc::channel(BATCH_MAX * 4);
-    tokio::spawn(propose(raft.clone(), rx));
-    let node = Arc::new((raft, sm, proposals));
+/// Serves raft's messages for `raft` and the application's for `service` on `listener`, until
+/// the task is dropped.
+pub async fn serve<C: Wire, S: Service>(listener: TcpListener, raft: Raft<C>, service: Arc<S>) {
+    let raft = Arc::new(raft);
     loop {
         let (mut stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -322,10 +360,13 @@ pub async fn serve(listener: TcpListener, raft: Raft<KvConfig>, sm: KvStateMachi
             }
         };
         let _ = stream.set_nodelay(true);
-        let node = Arc::clone(&node);
+        let (raft, service) = (Arc::clone(&raft), Arc::clone(&service));
         tokio::spawn(async move {
-            while let Ok(msg) = read_frame::<Message>(&mut stream).await {
-                let reply = answer(&node.0, &node.1, &node.2, msg).await;
+            while let Ok(msg) = read_frame::<Frame<RaftMessage<C>, S::Request>>(&mut stream).await {
+                let reply = match msg {
+                    Frame::Raft(m) => Frame::Raft(answer_raft(&raft, m).await),
+                    Frame::App(req) => Frame::App(service.call(req).await),
+                };
                 if write_frame(&mut stream, &reply).await.is_err() {
                     break;
                 }
@@ -334,193 +375,115 @@ pub async fn serve(listener: TcpListener, raft: Raft<KvConfig>, sm: KvStateMachi
     }
 }
 
-async fn answer(
-    raft: &Raft<KvConfig>,
-    sm: &KvStateMachine,
-    proposals: &Proposals,
-    msg: Message,
-) -> Reply {
+async fn answer_raft<C: Wire>(raft: &Raft<C>, msg: RaftMessage<C>) -> RaftReply {
     match msg {
-        Message::AppendEntries(rpc) => Reply::AppendEntries(raft.append_entries(rpc).await),
-        Message::InstallSnapshot(rpc) => Reply::InstallSnapshot(raft.install_snapshot(rpc).await),
-        Message::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
-        Message::Write(req) => {
-            let (tx, rx) = oneshot::channel();
-            if proposals.send((req, tx)).await.is_err() {
-                return Reply::Written(Err(ClientFailure::Other(
-                    "the node is shutting down".to_owned(),
-                )));
-            }
-            Reply::Written(rx.await.unwrap_or_else(|_| {
-                Err(ClientFailure::Other("the node is shutting down".to_owned()))
-            }))
+        RaftMessage::AppendEntries(rpc) => RaftReply::AppendEntries(raft.append_entries(rpc).await),
+        RaftMessage::InstallSnapshot(rpc) => {
+            RaftReply::InstallSnapshot(raft.install_snapshot(rpc).await)
         }
-        Message::Read { key, linearizable } => {
-            if linearizable {
-                match raft.ensure_linearizable().await {
-                    Ok(_) => {}
-                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                        return Reply::Value(Err(ClientFailure::NotLeader {
-                            leader: f.leader_id,
-                        }));
-                    }
-                    Err(e) => return Reply::Value(Err(ClientFailure::Other(e.to_string()))),
+        RaftMessage::Vote(rpc) => RaftReply::Vote(raft.vote(rpc).await),
+    }
+}
+
+/// A type configuration whose entries can carry several client writes at once.
+pub trait Batching: Wire {
+    /// One entry carrying `writes`, applied in order (never called with fewer than two).
+    fn batch(writes: Vec<Self::D>) -> Self::D;
+    /// The answers to the `n` writes of a batch entry, in order, from the entry's answer.
+    fn unbatch(response: Self::R, n: usize) -> Vec<Self::R>;
+}
+
+/// What a proposed write comes back with: the log index of its entry and its answer.
+pub type Proposed<C> = Result<(u64, <C as RaftTypeConfig>::R), ClientFailure>;
+
+/// Most client writes proposed as one entry.
+const BATCH_MAX: usize = 1024;
+
+/// Proposes client writes to raft, one entry at a time: the writes that arrive while one is in
+/// flight go together as the next ([`Batching::batch`]). openraft 0.9 waits for each entry it
+/// appends to be durable on the leader before it takes the next, so a node that proposed
+/// every client write as its own entry would pay one sync per write; batched, they share it.
+pub struct Proposer<C: Batching> {
+    tx: mpsc::Sender<(C::D, oneshot::Sender<Proposed<C>>)>,
+}
+
+impl<C: Batching> Clone for Proposer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<C: Batching> Proposer<C> {
+    /// A proposer for `raft`; its task runs until every clone is dropped.
+    pub fn start(raft: Raft<C>) -> Self {
+        let (tx, rx) = mpsc::channel(BATCH_MAX * 4);
+        tokio::spawn(propose(raft, rx));
+        Self { tx }
+    }
+
+    /// Proposes `write`; its entry's log index and answer once committed and applied here.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientFailure::NotLeader`] on a follower; [`ClientFailure::Other`] for raft's other
+    /// errors and while the node shuts down.
+    pub async fn propose(&self, write: C::D) -> Proposed<C> {
+        let gone = || ClientFailure::Other("the node is shutting down".to_owned());
+        let (tx, rx) = oneshot::channel();
+        self.tx.send((write, tx)).await.map_err(|_| gone())?;
+        rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+async fn propose<C: Batching>(
+    raft: Raft<C>,
+    mut rx: mpsc::Receiver<(C::D, oneshot::Sender<Proposed<C>>)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        let (writes, answers): (Vec<C::D>, Vec<_>) = batch.into_iter().unzip();
+        let entry = if n == 1 {
+            match writes.into_iter().next() {
+                Some(w) => w,
+                None => continue,
+            }
+        } else {
+            C::batch(writes)
+        };
+        match raft.client_write(entry).await {
+            Ok(r) => {
+                let index = r.log_id.index;
+                let responses = if n == 1 {
+                    vec![r.data]
+                } else {
+                    C::unbatch(r.data, n)
+                };
+                for (tx, resp) in answers.into_iter().zip(responses) {
+                    let _ = tx.send(Ok((index, resp)));
                 }
             }
-            Reply::Value(Ok(sm.get(&key)))
-        }
-        Message::Status => {
-            let m = raft.metrics().borrow().clone();
-            Reply::Status(Status {
-                id: m.id,
-                leader: m.current_leader,
-                term: m.current_term,
-                last_applied: m.last_applied.map(|l| l.index),
-            })
-        }
-    }
-}
-
-/// A client of the cluster: sends writes and reads to the leader, following redirects and
-/// trying the other nodes while there is none, until its deadline.
-pub struct Client {
-    nodes: BTreeMap<NodeId, Connection>,
-    leader: Option<NodeId>,
-    /// How long one request may take, retries included.
-    pub patience: Duration,
-}
-
-impl Client {
-    /// A client of the nodes at `addrs`.
-    pub fn new(addrs: &BTreeMap<NodeId, String>) -> Self {
-        Self {
-            nodes: addrs
-                .iter()
-                .map(|(&id, a)| (id, Connection::new(a.clone())))
-                .collect(),
-            leader: None,
-            patience: Duration::from_secs(20),
-        }
-    }
-
-    /// Applies `req` through the leader; returns the log index it was committed at.
-    ///
-    /// # Errors
-    ///
-    /// The last failure once the patience ran out.
-    pub async fn write(&mut self, req: Request) -> Result<u64, String> {
-        let msg = Message::Write(req);
-        self.until_served(&msg, |r| match r {
-            Reply::Written(r) => Some(r),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Reads `key` through the leader, linearizably.
-    ///
-    /// # Errors
-    ///
-    /// The last failure once the patience ran out.
-    pub async fn read(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        let msg = Message::Read {
-            key: key.to_owned(),
-            linearizable: true,
-        };
-        self.until_served(&msg, |r| match r {
-            Reply::Value(r) => Some(r),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Reads `key` from node `id`'s own state machine (no leader involved).
-    ///
-    /// # Errors
-    ///
-    /// The node's error, or an unexpected reply.
-    pub async fn read_local(&mut self, id: NodeId, key: &str) -> Result<Option<Vec<u8>>, String> {
-        let msg = Message::Read {
-            key: key.to_owned(),
-            linearizable: false,
-        };
-        let conn = self
-            .nodes
-            .get_mut(&id)
-            .ok_or_else(|| format!("no node {id}"))?;
-        match conn
-            .call(&msg, Duration::from_secs(5))
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Reply::Value(r) => r.map_err(|e| e.to_string()),
-            other => Err(format!("unexpected reply {other:?}")),
-        }
-    }
-
-    /// Node `id`'s view of the cluster.
-    ///
-    /// # Errors
-    ///
-    /// The connection's error, or an unexpected reply.
-    pub async fn status(&mut self, id: NodeId) -> Result<Status, String> {
-        let conn = self
-            .nodes
-            .get_mut(&id)
-            .ok_or_else(|| format!("no node {id}"))?;
-        match conn
-            .call(&Message::Status, Duration::from_secs(2))
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Reply::Status(s) => Ok(s),
-            other => Err(format!("unexpected reply {other:?}")),
-        }
-    }
-
-    async fn until_served<T>(
-        &mut self,
-        msg: &Message,
-        pick: impl Fn(Reply) -> Option<Result<T, ClientFailure>>,
-    ) -> Result<T, String> {
-        let deadline = Instant::now() + self.patience;
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        let mut turn = 0usize;
-        let mut last = String::from("no node tried");
-        while Instant::now() < deadline {
-            let id = self.leader.unwrap_or(ids[turn % ids.len()]);
-            turn += 1;
-            let Some(conn) = self.nodes.get_mut(&id) else {
-                self.leader = None;
-                continue;
-            };
-            match conn.call(msg, Duration::from_secs(5)).await {
-                Ok(reply) => match pick(reply) {
-                    Some(Ok(v)) => {
-                        self.leader = Some(id);
-                        return Ok(v);
-                    }
-                    Some(Err(ClientFailure::NotLeader { leader })) => {
-                        last = format!("node {id} is not the leader");
-                        self.leader = leader.filter(|&l| l != id);
-                        if self.leader.is_none() {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(e) => {
+                let failure = match e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                        ClientFailure::NotLeader {
+                            leader: f.leader_id,
                         }
                     }
-                    Some(Err(ClientFailure::Other(e))) => {
-                        last = format!("node {id}: {e}");
-                        self.leader = None;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    None => last = format!("node {id}: unexpected reply"),
-                },
-                Err(e) => {
-                    last = format!("node {id}: {e}");
-                    self.leader = None;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    e => ClientFailure::Other(e.to_string()),
+                };
+                for tx in answers {
+                    let _ = tx.send(Err(failure.clone()));
                 }
             }
         }
-        Err(format!("gave up after {:?}: {last}", self.patience))
     }
 }

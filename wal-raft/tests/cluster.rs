@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use conformance::harness::ScratchDir;
+use wal_raft::kv::Client;
 use wal_raft::kv::Request;
-use wal_raft::net::Client;
 
 struct Node {
     id: u64,

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use wal::{Wal, WalOptions};
+use wal_raft::kv::Client;
 use wal_raft::kv::Request;
-use wal_raft::net::Client;
 
 /// Replicated durable writes on a 3-node cluster against references from the same run.
 #[derive(Parser, Debug)]

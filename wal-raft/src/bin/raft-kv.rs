@@ -8,7 +8,7 @@
 //!
 //! Start one process per node with the same `--peer` list; give `--init` to one of them the
 //! first time (it makes the peers the cluster's members; later it is a no-op). Clients talk to
-//! any node with `wal_raft::net::Client`.
+//! any node with `wal_raft::kv::Client`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,8 +18,9 @@ use clap::Parser;
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use wal::WalOptions;
 use wal_raft::LogStore;
+use wal_raft::kv::serve;
 use wal_raft::kv::{KvConfig, KvStateMachine, NodeId};
-use wal_raft::net::{Network, serve};
+use wal_raft::net::Network;
 
 /// One node of a replicated key-value map on diskio's WAL.
 #[derive(Parser, Debug)]
@@ -135,7 +136,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     let sm = KvStateMachine::open(args.dir.join("sm"))?;
-    let raft = Raft::new(args.id, Arc::new(config), Network, store, sm.clone()).await?;
+    let raft = Raft::new(
+        args.id,
+        Arc::new(config),
+        Network::default(),
+        store,
+        sm.clone(),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     if args.init {
         if let Err(e) = raft.initialize(members).await {

@@ -6,7 +6,8 @@
 //! starts from it after a restart. A node whose log store purges entries behind snapshots needs
 //! that: the purged entries exist nowhere else, and openraft refuses to start a node whose log
 //! is purged past what its state machine holds. Pair it with [`LogStore`](crate::LogStore) for
-//! a replicated map whose log is durable.
+//! a replicated map whose log is durable, and [`serve`] it on the [`net`](crate::net)
+//! transport to [`Client`]s.
 
 use std::collections::BTreeMap;
 use std::io::{self, Cursor, Write};
@@ -21,6 +22,9 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::refused;
+
+mod node;
+pub use node::{Client, Message, Reply, serve};
 
 /// A change to the map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
