@@ -15,17 +15,31 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use wal::WalError;
 
+use crate::cluster::{self, Cluster, Command, Outcome};
 use crate::metrics;
 use crate::topics::{Topic, TopicError, Topics};
 
 /// What every handler shares.
 pub struct App {
     /// The topics.
-    pub topics: Topics,
+    pub topics: Arc<Topics>,
     /// The largest record accepted.
     pub record_max: usize,
     /// Turns true when the server stops: following readers end their streams.
     pub stopping: watch::Receiver<bool>,
+    /// The raft node, in clustered mode.
+    pub cluster: Option<Arc<Cluster>>,
+}
+
+impl App {
+    /// Bytes in front of each stored record that are not the client's.
+    fn prefix(&self) -> usize {
+        if self.cluster.is_some() {
+            cluster::PREFIX
+        } else {
+            0
+        }
+    }
 }
 
 /// The router of the API.
@@ -40,6 +54,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/topics/{topic}/partitions/{partition}/records", get(read))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/cluster", get(cluster_status))
         .with_state(app)
 }
 
@@ -112,7 +127,20 @@ async fn create_topic(
             "the body must be JSON like {{\"partitions\": 4}}: {e}"
         ))
     })?;
-    let created = app.topics.create(&name, req.partitions).await?;
+    let created = match &app.cluster {
+        None => app.topics.create(&name, req.partitions).await?,
+        Some(c) => {
+            crate::topics::check(&name, req.partitions)?;
+            let cmd = Command::CreateTopic {
+                name: name.clone(),
+                partitions: req.partitions,
+            };
+            match replicate(c, cmd).await? {
+                Outcome::Created(created) => created,
+                other => return Err(unexpected(&other)),
+            }
+        }
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -154,8 +182,58 @@ async fn append(
             format!("partition {p} missing"),
         ));
     };
-    let lsn = log.append(&body).await?;
+    let lsn = match &app.cluster {
+        None => log.append(&body).await?,
+        Some(c) => {
+            let cmd = Command::Append {
+                topic: name,
+                partition: p,
+                data: body.to_vec(),
+            };
+            match replicate(c, cmd).await? {
+                Outcome::Appended { lsn, .. } => lsn,
+                other => return Err(unexpected(&other)),
+            }
+        }
+    };
     Ok(axum::Json(serde_json::json!({ "partition": p, "lsn": lsn })).into_response())
+}
+
+/// Replicates `cmd`; the outcome, or the refusal as an error answer.
+async fn replicate(c: &Cluster, cmd: Command) -> Result<Outcome, ApiError> {
+    match c.write(cmd).await {
+        Ok(Outcome::Failed { status, error }) => Err(ApiError(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            error,
+        )),
+        Ok(outcome) => Ok(outcome),
+        Err(e) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+fn unexpected(outcome: &Outcome) -> ApiError {
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("unexpected outcome {outcome:?}"),
+    )
+}
+
+async fn cluster_status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let Some(c) = &app.cluster else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "this node runs alone (no --node-id)".to_owned(),
+        ));
+    };
+    let s = c.status();
+    let body = serde_json::json!({
+        "id": s.id,
+        "leader": s.leader,
+        "term": s.term,
+        "last_applied": s.last_applied,
+        "peers": c.peers(),
+    });
+    Ok(axum::Json(body).into_response())
 }
 
 /// A query parameter parsed, or a 400 naming it.
@@ -209,6 +287,7 @@ async fn read(
             follow,
             stopping: app.stopping.clone(),
             done: false,
+            prefix: app.prefix(),
         },
         next_chunk,
     );
@@ -227,6 +306,8 @@ struct Follow {
     follow: bool,
     stopping: watch::Receiver<bool>,
     done: bool,
+    /// Bytes to skip in front of each stored record.
+    prefix: usize,
 }
 
 /// Records per chunk of the response body, at most.
@@ -245,7 +326,8 @@ async fn next_chunk(mut st: Follow) -> Option<(Result<Bytes, std::io::Error>, Fo
         while n < CHUNK_RECORDS && st.left > 0 {
             match st.reader.next().await {
                 Ok(Some(rec)) => {
-                    let line = serde_json::json!({ "lsn": rec.lsn, "data": b64.encode(&rec.data) });
+                    let data = rec.data.get(st.prefix..).unwrap_or_default();
+                    let line = serde_json::json!({ "lsn": rec.lsn, "data": b64.encode(data) });
                     out.extend_from_slice(line.to_string().as_bytes());
                     out.push(b'\n');
                     st.left -= 1;

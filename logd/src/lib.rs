@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod http;
 pub mod metrics;
 pub mod topics;
@@ -42,6 +43,8 @@ pub struct Config {
     pub data: PathBuf,
     /// The largest record accepted, in bytes.
     pub record_max: usize,
+    /// Clustered mode: this node's id and its peers; `None` runs one node.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 /// Serves until `stop` resolves, then closes the logs.
@@ -53,15 +56,36 @@ pub async fn run(
     config: Config,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let opts = WalOptions::new().record_max(config.record_max);
     let disk = topics::Disk::with_defaults()?;
-    let topics = topics::Topics::open(&config.data, opts, disk).await?;
+    let (topics, cluster) = match &config.cluster {
+        None => {
+            if let Some(n) = cluster::marked(&config.data)? {
+                return Err(format!(
+                    "{} belongs to clustered node {n}: start it with --node-id {n} and --peers",
+                    config.data.display()
+                )
+                .into());
+            }
+            let opts = WalOptions::new().record_max(config.record_max);
+            let topics = topics::Topics::open(&config.data, opts, disk).await?;
+            (Arc::new(topics), None)
+        }
+        Some(c) => {
+            let opts = cluster::partition_options(config.record_max);
+            let dir = cluster::topics_dir(&config.data);
+            cluster::claim(&config.data, c.node_id)?;
+            let topics = Arc::new(topics::Topics::open(&dir, opts, disk).await?);
+            let node = cluster::Cluster::start(c, &config.data, Arc::clone(&topics)).await?;
+            (topics, Some(node))
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let (stopping_tx, stopping) = watch::channel(false);
     let app = Arc::new(http::App {
         topics,
         record_max: config.record_max,
         stopping,
+        cluster,
     });
     tracing::info!(listen = %listener.local_addr()?, data = %config.data.display(), "logd serving");
     eprintln!(
@@ -77,6 +101,9 @@ pub async fn run(
     axum::serve(listener, http::router(Arc::clone(&app)))
         .with_graceful_shutdown(shutdown)
         .await?;
+    if let Some(c) = &app.cluster {
+        c.shutdown().await;
+    }
     app.topics.close().await?;
     eprintln!("logd: stopped, logs closed");
     Ok(())

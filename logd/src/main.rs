@@ -4,6 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The WAL as a service: partitioned, ordered, replayable topics over HTTP; appends are
 /// answered once durable.
@@ -19,12 +23,41 @@ struct Args {
     /// The largest record accepted, in bytes (larger ones get 413).
     #[arg(long, default_value_t = 1 << 20)]
     record_max: usize,
+    /// Clustered mode: this node's id, one of the `--peers` ids.
+    #[arg(long, requires = "peers")]
+    node_id: Option<u64>,
+    /// Clustered mode: every member's raft address as `ID=HOST:PORT`, this node's included
+    /// (it listens there for its peers), comma-separated or repeated. The node with the lowest
+    /// id makes them the cluster the first time.
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer, requires = "node_id")]
+    peers: Vec<(u64, String)>,
+    /// Clustered mode: raft entries between snapshots. A snapshot syncs every partition and
+    /// lets the raft log before it be purged; after a restart, entries after the last snapshot
+    /// are applied again (a partition skips those it holds).
+    #[arg(long, default_value_t = logd::cluster::SNAPSHOT_EVERY, requires = "node_id")]
+    snapshot_every: u64,
+}
+
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not ID=HOST:PORT"))?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{id}` is not a node id: {e}"))?;
+    Ok((id, addr.trim().to_owned()))
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+    // logd's own events from `info`, its libraries' (openraft's) from `warn`.
+    let filter = Targets::new()
+        .with_target("logd", Level::INFO)
+        .with_default(Level::WARN);
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -40,6 +73,11 @@ fn main() -> std::process::ExitCode {
         listen: args.listen,
         data: args.data,
         record_max: args.record_max,
+        cluster: args.node_id.map(|node_id| logd::cluster::ClusterConfig {
+            node_id,
+            peers: args.peers.into_iter().collect(),
+            snapshot_every: args.snapshot_every,
+        }),
     };
     match rt.block_on(logd::run(config, stop_signal())) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -73,6 +73,24 @@ pub struct Topics {
     map: RwLock<HashMap<String, Arc<Topic>>>,
 }
 
+/// Checks a topic's name and partition count before it is created.
+///
+/// # Errors
+///
+/// [`TopicError::BadName`], [`TopicError::BadPartitions`].
+pub fn check(name: &str, partitions: usize) -> Result<(), TopicError> {
+    if !valid_name(name) {
+        return Err(TopicError::BadName(name.to_owned()));
+    }
+    if !(1..=wal::PARTITIONS_MAX).contains(&partitions) {
+        return Err(TopicError::BadPartitions {
+            got: partitions,
+            max: wal::PARTITIONS_MAX,
+        });
+    }
+    Ok(())
+}
+
 /// Whether `name` is a topic name.
 pub fn valid_name(name: &str) -> bool {
     (1..=128).contains(&name.len())
@@ -145,15 +163,7 @@ impl Topics {
     /// [`TopicError::BadName`], [`TopicError::BadPartitions`], [`TopicError::Conflict`], and the
     /// directory's or the log's errors.
     pub async fn create(&self, name: &str, partitions: usize) -> Result<bool, TopicError> {
-        if !valid_name(name) {
-            return Err(TopicError::BadName(name.to_owned()));
-        }
-        if !(1..=wal::PARTITIONS_MAX).contains(&partitions) {
-            return Err(TopicError::BadPartitions {
-                got: partitions,
-                max: wal::PARTITIONS_MAX,
-            });
-        }
+        check(name, partitions)?;
         let mut map = self.map.write().await;
         if let Some(t) = map.get(name) {
             if t.log.len() == partitions {
@@ -177,6 +187,21 @@ impl Topics {
         tracing::info!(topic = %name, partitions, "topic created");
         map.insert(name.to_owned(), Arc::new(topic));
         Ok(true)
+    }
+
+    /// Makes everything appended to every topic durable.
+    ///
+    /// # Errors
+    ///
+    /// The first failure; every topic is asked.
+    pub async fn sync(&self) -> Result<(), wal::WalError> {
+        let mut first = None;
+        for t in self.all().await {
+            if let Err(e) = t.log.sync().await {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Closes every topic (everything appended made durable).

@@ -51,6 +51,7 @@ mod error;
 pub mod kv;
 mod meta;
 pub mod net;
+pub mod snapshot;
 mod store;
 
 pub use error::Error;

@@ -28,7 +28,12 @@ impl Server {
             .arg(data)
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // LOGD_TEST_LOG=1 shows the servers' logs.
+            .stderr(if std::env::var_os("LOGD_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("start logd");
         let s = Self {

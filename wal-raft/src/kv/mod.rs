@@ -10,7 +10,7 @@
 //! transport to [`Client`]s.
 
 use std::collections::BTreeMap;
-use std::io::{self, Cursor, Write};
+use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -22,6 +22,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::refused;
+use crate::snapshot;
 
 mod node;
 pub use node::{Client, Message, Reply, serve};
@@ -77,16 +78,6 @@ pub struct KvStateMachine {
     dir: Option<PathBuf>,
 }
 
-/// The snapshot file: the snapshot's meta and the encoded map, postcard-encoded, then a
-/// CRC32C of those bytes.
-const SNAPSHOT_FILE: &str = "snapshot";
-
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMeta<NodeId, BasicNode>,
-    data: Vec<u8>,
-}
-
 #[derive(Default)]
 struct State {
     data: BTreeMap<String, Vec<u8>>,
@@ -111,38 +102,25 @@ impl KvStateMachine {
     pub fn open(dir: impl AsRef<Path>) -> io::Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
-        let _ = std::fs::remove_file(dir.join(format!("{SNAPSHOT_FILE}.tmp")));
         let sm = Self {
             inner: Arc::default(),
             dir: Some(dir.clone()),
         };
-        let bytes = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(sm),
-            Err(e) => return Err(e),
+        let Some((meta, bytes)) = snapshot::load(&dir)? else {
+            return Ok(sm);
         };
-        let bad = |why: String| {
+        let data: BTreeMap<String, Vec<u8>> = postcard::from_bytes(&bytes).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{}: {why}", dir.join(SNAPSHOT_FILE).display()),
+                format!("{}: {e}", dir.display()),
             )
-        };
-        let Some(body_len) = bytes.len().checked_sub(4) else {
-            return Err(bad("too short".to_owned()));
-        };
-        let (body, crc) = bytes.split_at(body_len);
-        if crc != crc32c::crc32c(body).to_le_bytes() {
-            return Err(bad("checksum mismatch".to_owned()));
-        }
-        let file: SnapshotFile = postcard::from_bytes(body).map_err(|e| bad(e.to_string()))?;
-        let data: BTreeMap<String, Vec<u8>> =
-            postcard::from_bytes(&file.data).map_err(|e| bad(e.to_string()))?;
+        })?;
         {
             let mut st = sm.state();
             st.data = data;
-            st.last_applied = file.meta.last_log_id;
-            st.last_membership = file.meta.last_membership.clone();
-            st.current = Some((file.meta, file.data));
+            st.last_applied = meta.last_log_id;
+            st.last_membership = meta.last_membership.clone();
+            st.current = Some((meta, bytes));
         }
         Ok(sm)
     }
@@ -164,27 +142,9 @@ impl KvStateMachine {
                 format!("cannot keep the snapshot: {e}"),
             )
         };
-        let file = SnapshotFile {
-            meta: meta.clone(),
-            data: data.to_vec(),
-        };
-        let mut bytes = postcard::to_allocvec(&file).map_err(|e| failed(&e))?;
-        let crc = crc32c::crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        let written = tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let temp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-            let mut f = std::fs::File::create(&temp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&temp, dir.join(SNAPSHOT_FILE))?;
-            std::fs::File::open(&dir)?.sync_all()
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(failed(&e)),
-            Err(e) => Err(failed(&e)),
-        }
+        snapshot::save(&dir, meta, data)
+            .await
+            .map_err(|e| failed(&e))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
