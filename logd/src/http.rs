@@ -17,12 +17,13 @@ use wal::WalError;
 
 use crate::cluster::{self, Cluster, Command, Outcome};
 use crate::metrics;
-use crate::topics::{Topic, TopicError, Topics};
+use crate::topics::{Disk, Topic, TopicError, Topics};
+use diskio::DiskIo;
 
-/// What every handler shares.
-pub struct App {
+/// What every handler shares: the topics on the backend `D`.
+pub struct App<D: DiskIo = Disk> {
     /// The topics.
-    pub topics: Arc<Topics>,
+    pub topics: Arc<Topics<D>>,
     /// The largest record accepted.
     pub record_max: usize,
     /// Turns true when the server stops: following readers end their streams.
@@ -31,7 +32,7 @@ pub struct App {
     pub cluster: Option<Arc<Cluster>>,
 }
 
-impl App {
+impl<D: DiskIo> App<D> {
     /// Bytes in front of each stored record that are not the client's.
     fn prefix(&self) -> usize {
         if self.cluster.is_some() {
@@ -43,18 +44,21 @@ impl App {
 }
 
 /// The router of the API.
-pub fn router(app: Arc<App>) -> Router {
+pub fn router<D: DiskIo + Clone>(app: Arc<App<D>>) -> Router {
     let limit = app.record_max;
     Router::new()
-        .route("/topics/{topic}", put(create_topic))
+        .route("/topics/{topic}", put(create_topic::<D>))
         .route(
             "/topics/{topic}/records",
-            post(append).layer(DefaultBodyLimit::max(limit)),
+            post(append::<D>).layer(DefaultBodyLimit::max(limit)),
         )
-        .route("/topics/{topic}/partitions/{partition}/records", get(read))
-        .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/cluster", get(cluster_status))
+        .route(
+            "/topics/{topic}/partitions/{partition}/records",
+            get(read::<D>),
+        )
+        .route("/metrics", get(metrics_text::<D>))
+        .route("/healthz", get(healthz::<D>))
+        .route("/cluster", get(cluster_status::<D>))
         .with_state(app)
 }
 
@@ -105,7 +109,7 @@ impl From<TopicError> for ApiError {
     }
 }
 
-async fn topic(app: &App, name: &str) -> Result<Arc<Topic>, ApiError> {
+async fn topic<D: DiskIo + Clone>(app: &App<D>, name: &str) -> Result<Arc<Topic<D>>, ApiError> {
     app.topics
         .get(name)
         .await
@@ -117,8 +121,8 @@ struct CreateBody {
     partitions: usize,
 }
 
-async fn create_topic(
-    State(app): State<Arc<App>>,
+async fn create_topic<D: DiskIo + Clone>(
+    State(app): State<Arc<App<D>>>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -151,8 +155,8 @@ async fn create_topic(
     Ok((status, axum::Json(body)).into_response())
 }
 
-async fn append(
-    State(app): State<Arc<App>>,
+async fn append<D: DiskIo + Clone>(
+    State(app): State<Arc<App<D>>>,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
@@ -218,7 +222,9 @@ fn unexpected(outcome: &Outcome) -> ApiError {
     )
 }
 
-async fn cluster_status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+async fn cluster_status<D: DiskIo + Clone>(
+    State(app): State<Arc<App<D>>>,
+) -> Result<Response, ApiError> {
     let Some(c) = &app.cluster else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -251,8 +257,8 @@ fn param<T: std::str::FromStr>(
     }
 }
 
-async fn read(
-    State(app): State<Arc<App>>,
+async fn read<D: DiskIo + Clone>(
+    State(app): State<Arc<App<D>>>,
     Path((name, partition)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -300,8 +306,8 @@ async fn read(
 }
 
 /// The state of one streamed read.
-struct Follow {
-    reader: wal::Reader<crate::topics::Disk>,
+struct Follow<D: DiskIo> {
+    reader: wal::Reader<D>,
     left: u64,
     follow: bool,
     stopping: watch::Receiver<bool>,
@@ -315,7 +321,9 @@ const CHUNK_RECORDS: usize = 256;
 
 /// The next chunk of NDJSON lines: what is readable now, or (following) the next records once
 /// they are durable; `None` at the end.
-async fn next_chunk(mut st: Follow) -> Option<(Result<Bytes, std::io::Error>, Follow)> {
+async fn next_chunk<D: DiskIo>(
+    mut st: Follow<D>,
+) -> Option<(Result<Bytes, std::io::Error>, Follow<D>)> {
     if st.done || st.left == 0 {
         return None;
     }
@@ -362,7 +370,33 @@ async fn next_chunk(mut st: Follow) -> Option<(Result<Bytes, std::io::Error>, Fo
     }
 }
 
-async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+/// `ok`, or 503 naming every partition whose log is poisoned (it answers 503 to appends until
+/// the server is restarted, which recovers what is durable).
+async fn healthz<D: DiskIo + Clone>(
+    State(app): State<Arc<App<D>>>,
+) -> Result<&'static str, ApiError> {
+    let mut sick = Vec::new();
+    for t in app.topics.all().await {
+        for p in 0..t.log.len() {
+            if let Some(cause) = t.log.partition(p).and_then(wal::Wal::poisoned) {
+                sick.push(format!("topic {:?} partition {p}: {cause}", t.name));
+            }
+        }
+    }
+    if sick.is_empty() {
+        Ok("ok\n")
+    } else {
+        Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "poisoned by a failed write or sync (restart to recover): {}",
+                sick.join("; ")
+            ),
+        ))
+    }
+}
+
+async fn metrics_text<D: DiskIo + Clone>(State(app): State<Arc<App<D>>>) -> Response {
     let text = metrics::render(&app.topics.all().await);
     (
         [(

@@ -19,6 +19,17 @@
 //! 413 above the record size limit; 503 naming the cause once a partition's log is poisoned (a
 //! failed write or sync) or while the server stops. SIGTERM or Ctrl-C stops accepting, lets
 //! the requests in flight finish, ends following streams, closes the logs and exits 0.
+//! `/healthz` answers `ok`, or 503 naming each poisoned partition.
+//!
+//! ## Clustered mode
+//!
+//! `--node-id N --peers 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT` runs the node as one of a raft
+//! cluster ([`cluster`]): topics and appends go through openraft, its log on the WAL
+//! (`wal_raft::LogStore`), and every node applies them to its own partitions, so every node
+//! serves the same records at the same LSNs. Any node takes requests (a follower forwards
+//! changes to the leader); an append is answered once its entry is durable on a majority and
+//! applied on the node that proposed it. `GET /cluster` gives the node's view (its id, the
+//! leader, the term, the last applied entry). The one-node default starts none of it.
 
 #![forbid(unsafe_code)]
 

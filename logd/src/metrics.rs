@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::topics::Topic;
 
 /// The text of `/metrics` for `topics`.
-pub fn render(topics: &[Arc<Topic>]) -> String {
+pub fn render<D: diskio::DiskIo>(topics: &[Arc<Topic<D>>]) -> String {
     let mut rows = Vec::new();
     for t in topics {
         for p in 0..t.log.len() {

@@ -7,23 +7,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use diskio::DiskIo;
 use tokio::sync::RwLock;
 use wal::{Partitioned, WalOptions};
 
 /// The backend logd's logs run on.
 pub type Disk = wal::DefaultDisk;
 
-/// One topic.
-pub struct Topic {
+/// One topic, its partitions on the backend `D`.
+pub struct Topic<D: DiskIo = Disk> {
     /// Its name.
     pub name: String,
     /// Its partitions.
-    pub log: Partitioned<Disk>,
+    pub log: Partitioned<D>,
     /// The next partition for a record without a key.
     next: AtomicUsize,
 }
 
-impl Topic {
+impl<D: DiskIo> Topic<D> {
     /// The partition a record goes to: by its key, or round-robin without one.
     pub fn route(&self, key: Option<&[u8]>) -> usize {
         match key {
@@ -65,12 +66,12 @@ pub enum TopicError {
     Io(#[from] std::io::Error),
 }
 
-/// Every topic, by name.
-pub struct Topics {
+/// Every topic, by name, on the backend `D` (logd runs on [`Disk`]; tests inject faults).
+pub struct Topics<D: DiskIo = Disk> {
     dir: PathBuf,
     opts: WalOptions,
-    disk: Disk,
-    map: RwLock<HashMap<String, Arc<Topic>>>,
+    disk: D,
+    map: RwLock<HashMap<String, Arc<Topic<D>>>>,
 }
 
 /// Checks a topic's name and partition count before it is created.
@@ -108,13 +109,13 @@ struct TopicFile {
 
 const TOPIC_FILE: &str = "topic.json";
 
-impl Topics {
+impl<D: DiskIo + Clone> Topics<D> {
     /// Opens every topic in `dir` (created if missing).
     ///
     /// # Errors
     ///
     /// The data directory's, a topic's recovery errors.
-    pub async fn open(dir: &Path, opts: WalOptions, disk: Disk) -> Result<Self, TopicError> {
+    pub async fn open(dir: &Path, opts: WalOptions, disk: D) -> Result<Self, TopicError> {
         std::fs::create_dir_all(dir)?;
         let mut map = HashMap::new();
         for entry in std::fs::read_dir(dir)? {
@@ -144,12 +145,12 @@ impl Topics {
     }
 
     /// The topic `name`, if it exists.
-    pub async fn get(&self, name: &str) -> Option<Arc<Topic>> {
+    pub async fn get(&self, name: &str) -> Option<Arc<Topic<D>>> {
         self.map.read().await.get(name).cloned()
     }
 
     /// Every topic.
-    pub async fn all(&self) -> Vec<Arc<Topic>> {
+    pub async fn all(&self) -> Vec<Arc<Topic<D>>> {
         let mut v: Vec<_> = self.map.read().await.values().cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
@@ -210,7 +211,7 @@ impl Topics {
     ///
     /// The first failure; every topic is asked.
     pub async fn close(&self) -> Result<(), wal::WalError> {
-        let topics: Vec<Arc<Topic>> = self.map.write().await.drain().map(|(_, t)| t).collect();
+        let topics: Vec<Arc<Topic<D>>> = self.map.write().await.drain().map(|(_, t)| t).collect();
         let mut first = None;
         for t in topics {
             let res = match Arc::try_unwrap(t) {
@@ -226,13 +227,13 @@ impl Topics {
     }
 }
 
-async fn open_topic(
+async fn open_topic<D: DiskIo + Clone>(
     path: &Path,
     name: &str,
     partitions: usize,
     opts: &WalOptions,
-    disk: &Disk,
-) -> Result<Topic, TopicError> {
+    disk: &D,
+) -> Result<Topic<D>, TopicError> {
     let (log, _reports) =
         Partitioned::open(path, partitions, opts.clone(), |_| disk.clone()).await?;
     Ok(Topic {

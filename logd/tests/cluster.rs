@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::Server;
 use conformance::harness::ScratchDir;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 fn free_addr() -> String {
@@ -85,8 +86,9 @@ async fn records(c: &reqwest::Client, http: &str, p: u64) -> Vec<(u64, String)> 
         .collect()
 }
 
-/// Appends `n` records named `{tag}-{i}` through the nodes in turn, retrying a 503 (no leader
-/// yet); every answer is a 200. Returns the records by partition: lsn → data.
+/// Appends `n` records named `{tag}-{i}` through the nodes in turn, 16 at a time (so the
+/// leader proposes several per raft entry), retrying a 503 (no leader yet); every answer is a
+/// 200. Adds the records to `acked` by partition: lsn → data.
 async fn append(
     c: &reqwest::Client,
     nodes: &[Node],
@@ -95,27 +97,37 @@ async fn append(
     acked: &mut BTreeMap<u64, BTreeMap<u64, String>>,
 ) {
     let live: Vec<&Node> = nodes.iter().filter(|n| n.server.is_some()).collect();
-    for i in 0..n {
+    let one = |i: usize| {
         let node = live[i % live.len()];
         let body = format!("{tag}-{i}");
-        let until = Instant::now() + Duration::from_secs(30);
-        let v: Value = loop {
-            let r = c
-                .post(format!("http://{}/topics/t/records?key=k{i}", node.http))
-                .body(body.clone())
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            let text = r.text().await.unwrap();
-            if status == 200 {
-                break serde_json::from_str(&text).unwrap();
+        async move {
+            let until = Instant::now() + Duration::from_secs(30);
+            loop {
+                let r = c
+                    .post(format!("http://{}/topics/t/records?key=k{i}", node.http))
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap();
+                if status == 200 {
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    let place = (v["partition"].as_u64().unwrap(), v["lsn"].as_u64().unwrap());
+                    return (place, body);
+                }
+                assert_eq!(status, 503, "node {}: {text}", node.id);
+                assert!(Instant::now() < until, "still 503 after 30 s: {text}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            assert_eq!(status, 503, "node {}: {text}", node.id);
-            assert!(Instant::now() < until, "still 503 after 30 s: {text}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let (p, lsn) = (v["partition"].as_u64().unwrap(), v["lsn"].as_u64().unwrap());
+        }
+    };
+    let answers: Vec<((u64, u64), String)> = futures_util::stream::iter(0..n)
+        .map(one)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for ((p, lsn), body) in answers {
         let old = acked.entry(p).or_default().insert(lsn, body.clone());
         assert!(old.is_none(), "{body} answered with the place of {old:?}");
     }

@@ -379,6 +379,12 @@ impl<D: DiskIo> Wal<D> {
         self.inner.lock().next_lsn
     }
 
+    /// The failure that poisoned the log, if one did (a health check's question; every call
+    /// that needs the disk answers [`WalError::Poisoned`] with it).
+    pub fn poisoned(&self) -> Option<Arc<diskio::Error>> {
+        self.inner.lock().poison.clone()
+    }
+
     /// Every record below this LSN is durable.
     pub fn durable_end(&self) -> Lsn {
         self.inner.lock().marks.durable_end

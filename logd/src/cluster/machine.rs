@@ -2,13 +2,15 @@
 //! topics.
 //!
 //! Every node applies the same entries in the same order, so each partition receives the same
-//! records in the same order on every node, and gets the same LSNs. A record is stored with the
-//! raft index of its entry in front (8 bytes, little-endian): after a restart openraft applies
-//! again the entries after the last snapshot, and a partition skips each entry whose index is
-//! not above the last one it holds. That makes applying idempotent without a sync per entry.
+//! records in the same order on every node, and gets the same LSNs. A record is stored with its
+//! place in the raft log in front: the raft index of its entry and its position in the entry
+//! (a batch carries many), 12 bytes little-endian. After a restart openraft applies again the
+//! entries after the last snapshot, and a partition skips each record whose place is not past
+//! the last one it holds. That makes applying idempotent without a sync per entry.
 //!
 //! A snapshot here is a watermark, not a copy of the data: building one syncs every partition,
-//! then records the last applied entry, the topics and each partition's last raft index. The
+//! then records the last applied entry, the topics and the place of each partition's last
+//! record. The
 //! raft log behind it can then be purged (openraft keeps [`LOG_KEPT`](super::LOG_KEPT) entries
 //! more). A node that falls so far behind that its leader sends it a snapshot cannot install
 //! one that names records it lacks: it stops with an error that says so (see the README).
@@ -105,22 +107,32 @@ impl wal_raft::net::Batching for LogdConfig {
     }
 }
 
-/// Bytes in front of every record of a clustered node: its entry's raft index.
-pub const PREFIX: usize = 8;
+/// Bytes in front of every record of a clustered node: its entry's raft index (`u64`) and its
+/// position in the entry (`u32`).
+pub const PREFIX: usize = 12;
 
-/// A snapshot's data: the topics and each partition's last raft index.
+/// A record's place in the raft log: its entry's index, its position in the entry.
+type Place = (u64, u32);
+
+fn place_of(record: &[u8]) -> Option<Place> {
+    let index = u64::from_le_bytes(record.get(..8)?.try_into().ok()?);
+    let pos = u32::from_le_bytes(record.get(8..PREFIX)?.try_into().ok()?);
+    Some((index, pos))
+}
+
+/// A snapshot's data: the topics and the place of each partition's last record.
 #[derive(Serialize, Deserialize)]
 struct Image {
     topics: Vec<(String, usize)>,
-    cursors: Vec<(String, usize, u64)>,
+    cursors: Vec<(String, usize, Place)>,
 }
 
 #[derive(Default)]
 struct State {
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
-    /// The raft index of the last record each partition holds.
-    cursors: BTreeMap<(String, usize), u64>,
+    /// The place of the last record each partition holds.
+    cursors: BTreeMap<(String, usize), Place>,
     current: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
     built: u64,
 }
@@ -172,22 +184,17 @@ impl Machine {
                 let Some(rec) = log.reader(next - 1).next().await? else {
                     continue;
                 };
-                let index = rec
-                    .data
-                    .get(..PREFIX)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_le_bytes)
-                    .ok_or_else(|| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!(
-                                "topic {:?} partition {p}: record {} carries no raft index \
+                let place = place_of(&rec.data).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "topic {:?} partition {p}: record {} carries no raft index \
                                  (was this data directory written by a single node?)",
-                                topic.name, rec.lsn
-                            ),
-                        )
-                    })?;
-                state.cursors.insert((topic.name.clone(), p), index);
+                            topic.name, rec.lsn
+                        ),
+                    )
+                })?;
+                state.cursors.insert((topic.name.clone(), p), place);
             }
         }
         Ok(Self {
@@ -206,7 +213,7 @@ impl Machine {
     /// LSN, go in `touched`.
     async fn apply_one(
         &self,
-        index: u64,
+        place: Place,
         cmd: Command,
         touched: &mut BTreeMap<(String, usize), Lsn>,
     ) -> Result<Outcome, StorageError<u64>> {
@@ -240,15 +247,16 @@ impl Machine {
                     ));
                 };
                 let key = (topic, partition);
-                if self.state().cursors.get(&key).is_some_and(|&c| index <= c) {
+                if self.state().cursors.get(&key).is_some_and(|&c| place <= c) {
                     return Ok(Outcome::Replayed);
                 }
                 let mut framed = Vec::with_capacity(PREFIX + data.len());
-                framed.extend_from_slice(&index.to_le_bytes());
+                framed.extend_from_slice(&place.0.to_le_bytes());
+                framed.extend_from_slice(&place.1.to_le_bytes());
                 framed.extend_from_slice(&data);
                 match log.append_nowait(&framed).await {
                     Ok(lsn) => {
-                        self.state().cursors.insert(key.clone(), index);
+                        self.state().cursors.insert(key.clone(), place);
                         touched.insert(key, lsn);
                         Ok(Outcome::Appended { partition, lsn })
                     }
@@ -345,12 +353,13 @@ impl RaftStateMachine<LogdConfig> for Machine {
                 }
                 EntryPayload::Normal(Command::Batch(cmds)) => {
                     let mut v = Vec::with_capacity(cmds.len());
-                    for cmd in cmds {
-                        v.push(self.apply_one(index, cmd, &mut touched).await?);
+                    for (pos, cmd) in cmds.into_iter().enumerate() {
+                        let place = (index, u32::try_from(pos).unwrap_or(u32::MAX));
+                        v.push(self.apply_one(place, cmd, &mut touched).await?);
                     }
                     Outcome::Batch(v)
                 }
-                EntryPayload::Normal(cmd) => self.apply_one(index, cmd, &mut touched).await?,
+                EntryPayload::Normal(cmd) => self.apply_one((index, 0), cmd, &mut touched).await?,
             };
             self.state().last_applied = Some(entry.log_id);
             out.push(outcome);
@@ -402,14 +411,23 @@ impl RaftStateMachine<LogdConfig> for Machine {
         }
         {
             let st = self.state();
-            for (name, p, index) in &image.cursors {
-                let have = st.cursors.get(&(name.clone(), *p)).copied().unwrap_or(0);
-                if have < *index {
-                    missing.push(format!("{name:?}/{p} entries {}..={index}", have + 1));
+            for (name, p, place) in &image.cursors {
+                let have = st
+                    .cursors
+                    .get(&(name.clone(), *p))
+                    .copied()
+                    .unwrap_or((0, 0));
+                if have < *place {
+                    missing.push(format!(
+                        "{name:?} partition {p}: entries {}..={}",
+                        have.0 + 1,
+                        place.0
+                    ));
                 }
             }
         }
         if !missing.is_empty() {
+            let shown = missing.len().min(8);
             return Err(storage(
                 subject(),
                 ErrorVerb::Write,
@@ -418,7 +436,7 @@ impl RaftStateMachine<LogdConfig> for Machine {
                      and a logd snapshot carries no records ({} missing: {}); restore this \
                      node's data directory from a peer's",
                     missing.len(),
-                    missing.join(", ")
+                    missing[..shown].join(", ")
                 ),
             ));
         }
