@@ -51,8 +51,10 @@
 
 pub mod crash;
 pub mod failing;
+pub mod fixtures;
 pub mod harness;
 pub mod model;
+pub mod powercut;
 mod rng;
 #[allow(clippy::expect_used, clippy::unwrap_used)] // scenarios are tests: a failed check panics
 pub mod scenarios;
@@ -93,6 +95,12 @@ macro_rules! suite {
             many_more_in_flight_than_ring,
             ten_thousand_ops_half_dropped,
             linked_write_fails,
+            power_cut_keeps_synced_data,
+            power_cut_may_drop_unsynced_data,
+            power_cut_after_write_sync_at,
+            power_cut_rename_then_sync_dir,
+            power_cut_direct_writes,
+            power_cut_sync_error_reaches_caller,
         );
 
         #[test]

@@ -9,6 +9,7 @@ mod concurrency;
 mod direct;
 mod errors;
 mod metadata;
+mod powercut;
 mod stress;
 mod writev;
 
@@ -24,6 +25,11 @@ pub use errors::{
     unknown_and_closed_file_id,
 };
 pub use metadata::{directory_entries, preallocate_then_len, set_len_down_and_up, sync_kinds};
+pub use powercut::{
+    power_cut_after_write_sync_at, power_cut_direct_writes, power_cut_keeps_synced_data,
+    power_cut_may_drop_unsynced_data, power_cut_rename_then_sync_dir,
+    power_cut_sync_error_reaches_caller,
+};
 pub use stress::{
     linked_write_fails, many_more_in_flight_than_ring, shutdown_with_ops_in_flight,
     ten_thousand_ops_half_dropped,
