@@ -101,6 +101,7 @@ macro_rules! suite {
             power_cut_rename_then_sync_dir,
             power_cut_direct_writes,
             power_cut_sync_error_reaches_caller,
+            power_cut_created_directories,
         );
 
         #[test]

@@ -412,6 +412,42 @@ pub trait DiskIo: Send + Sync + 'static {
     }
 }
 
+/// Creates `dir` and any missing parents, durably: each directory it creates is then synced
+/// into its parent, so a power cut cannot take away a directory (and the files made durable in
+/// it) whose creation was never synced. [`DiskIo::create_dir_all`] alone promises no more than
+/// `mkdir -p`. Existing directories are left as they are.
+///
+/// # Errors
+///
+/// [`Error::Io`] from listing, creating or syncing a directory.
+pub async fn create_dir_all_durable<D: DiskIo + ?Sized>(disk: &D, dir: &Path) -> Result<()> {
+    // The directories to create, deepest first.
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
+        match disk.list_dir(p).await {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing.push(p);
+                at = p.parent();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    disk.create_dir_all(dir).await?;
+    for created in missing.iter().rev() {
+        let parent = created
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        disk.sync_dir(parent).await?;
+    }
+    Ok(())
+}
+
 /// [`DiskIo::write_sync_at`] the provided way: [`writev_all_at`](DiskIo::writev_all_at), then
 /// [`fsync`](DiskIo::fsync). For backends that override `write_sync_at` and fall back to this
 /// in the cases they cannot link (too many buffers, a short linked write).

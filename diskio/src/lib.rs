@@ -40,7 +40,7 @@ mod pool;
 mod stats;
 
 pub use buf::{AlignedBuf, BUF_ALIGN_MAX, BUF_BYTES_MAX};
-pub use disk::DiskIo;
+pub use disk::{DiskIo, create_dir_all_durable};
 pub use dynamic::DynDiskIo;
 pub use error::{BadFileReason, BufResult, Context, Error, Misalignment, Op, Result};
 pub use file::{Capabilities, DirectAlignment, FileId, OpenOptions, SyncKind};

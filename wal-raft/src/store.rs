@@ -124,7 +124,7 @@ where
     /// ([`Error::BadMeta`]), [`Error::Io`], a last entry that cannot be decoded.
     pub async fn open(disk: D, dir: impl AsRef<Path>, options: WalOptions) -> Result<Self, Error> {
         let dir = dir.as_ref().to_path_buf();
-        disk.create_dir_all(&dir).await?;
+        diskio::create_dir_all_durable(&disk, &dir).await?;
         let meta: Meta<C::NodeId> = meta::load(&disk, &dir).await?;
         let (wal, _report) = Wal::open(disk.clone(), dir.join(LOG_DIR), options).await?;
         let floor = meta.last_purged.as_ref().map_or(1, |p| p.index + 2);

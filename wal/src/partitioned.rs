@@ -138,7 +138,7 @@ fn partition_dir(dir: &Path, i: usize) -> PathBuf {
 
 /// Creates the marker with the partition count, or checks the one there.
 async fn check_marker<D: DiskIo>(disk: &D, dir: &Path, partitions: usize) -> Result<()> {
-    disk.create_dir_all(dir).await?;
+    diskio::create_dir_all_durable(disk, dir).await?;
     let path = dir.join(MARKER);
     let exists = disk.list_dir(dir).await?.iter().any(|n| n == MARKER);
     let text = format!("{partitions}\n");

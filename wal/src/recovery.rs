@@ -79,7 +79,8 @@ pub(crate) async fn recover<D: DiskIo>(
     dir: &Path,
     opts: &WalOptions,
 ) -> Result<Recovered> {
-    disk.create_dir_all(dir).await?;
+    // A log whose directory's creation is not durable could vanish whole in a power cut.
+    diskio::create_dir_all_durable(disk, dir).await?;
     let mut report = RecoveryReport::default();
     let mut segs = Vec::new();
     let mut skips = Vec::new();

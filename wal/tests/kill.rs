@@ -3,6 +3,11 @@
 //! recovers the log, and checks that every acknowledged record is there, intact, in a contiguous
 //! log. 50 kills per backend (`DISKIO_KILLS` for more); `DISKIO_SEED` replays the timing.
 //!
+//! The `power_cut_*` tests put the log on the power-cutting filesystem
+//! (`conformance::powercut`) and cut the power after each kill: what the backend did not sync
+//! is dropped, part of it kept and a write torn (seeded), before recovery. 100 kills and cuts
+//! per backend and write mode (`DISKIO_CUTS` for more); a skip where FUSE is not available.
+//!
 //! The child is this test binary itself, started again with `DISKIO_WAL_CHILD` set.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // tests: a failed step panics
 
@@ -12,12 +17,11 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use conformance::Rng;
 use conformance::harness::ScratchDir;
-use diskio::DynDiskIo;
+use conformance::powercut::{Cut, PowerCutFs};
 use wal::{Wal, WalOptions};
 
 const CHILD_ENV: &str = "DISKIO_WAL_CHILD";
@@ -41,28 +45,6 @@ fn payload(t: u64, k: u64) -> Vec<u8> {
     v
 }
 
-fn disk(backend: &str) -> Option<Arc<dyn DynDiskIo>> {
-    match backend {
-        "raw" | "raw+direct" => match diskio_raw::RawDisk::with_defaults() {
-            Ok(d) => Some(Arc::new(d)),
-            Err(e) => {
-                eprintln!("SKIPPED raw backend: {e}");
-                None
-            }
-        },
-        "uring" => match diskio_uring::UringDisk::with_defaults() {
-            Ok(d) => Some(Arc::new(d)),
-            Err(e) => {
-                eprintln!("SKIPPED uring backend: {e}");
-                None
-            }
-        },
-        _ => Some(Arc::new(
-            diskio_blocking::BlockingDisk::with_defaults().unwrap(),
-        )),
-    }
-}
-
 /// The child: appends until killed, printing `ACK <lsn> <task> <k>` once each append returns.
 fn child(dir: &Path, backend: &str, first_k: u64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -71,7 +53,9 @@ fn child(dir: &Path, backend: &str, first_k: u64) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let Some(disk) = disk(backend) else { return };
+        let Some(disk) = common::backend(backend) else {
+            return;
+        };
         let (log, _) = Wal::open(disk, dir, opts(backend)).await.unwrap();
         let mut tasks = Vec::new();
         for t in 0..TASKS {
@@ -99,7 +83,7 @@ fn check(dir: &Path, backend: &str, acked: &BTreeMap<u64, (u64, u64)>, round: u6
         .build()
         .unwrap();
     rt.block_on(async {
-        let disk = disk(backend).unwrap();
+        let disk = common::backend(backend).unwrap();
         let (log, report) = Wal::open(disk, dir, opts(backend))
             .await
             .unwrap_or_else(|e| panic!("{backend}, kill {round}: recovery failed: {e}"));
@@ -123,22 +107,47 @@ fn check(dir: &Path, backend: &str, acked: &BTreeMap<u64, (u64, u64)>, round: u6
     })
 }
 
-fn kills(backend: &str) {
-    let rounds = common::env_count("DISKIO_KILLS", 50);
+/// `rounds` kills of a child appending on `backend`; with `cut`, on the power-cutting
+/// filesystem, each kill followed by a power cut.
+fn kills(backend: &str, cut: bool) {
+    let (what, rounds) = if cut {
+        (
+            "kills and power cuts",
+            common::env_count("DISKIO_CUTS", 100),
+        )
+    } else {
+        ("kills", common::env_count("DISKIO_KILLS", 50))
+    };
     let seed = conformance::seed_from_env("DISKIO_SEED");
-    eprintln!("{backend}: {rounds} kills, DISKIO_SEED={seed}");
-    if disk(backend).is_none() {
+    eprintln!("{backend}: {rounds} {what}, DISKIO_SEED={seed}");
+    if common::backend(backend).is_none() {
         return;
     }
     let mut rng = Rng::new(seed);
-    let scratch = ScratchDir::new(&format!("wal-kill-{backend}"));
+    let label = format!("wal-{}-{backend}", if cut { "cut" } else { "kill" });
+    let scratch = ScratchDir::new(&label.replace('+', "-"));
+    let fs = if cut {
+        let at = scratch.path().join("mnt");
+        std::fs::create_dir_all(&at).unwrap();
+        match PowerCutFs::mount(&at) {
+            Ok(fs) => Some(fs),
+            Err(reason) => {
+                conformance::harness::report_skip(&label, &reason);
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let base = fs.as_ref().map_or(scratch.path(), PowerCutFs::path);
     if backend.ends_with("+direct") {
-        if let Some(reason) = conformance::harness::direct_io_refused(scratch.path()) {
-            conformance::harness::report_skip(&format!("wal-kill-{backend}"), &reason);
+        if let Some(reason) = conformance::harness::direct_io_refused(base) {
+            conformance::harness::report_skip(&label, &reason);
             return;
         }
     }
-    let dir: PathBuf = scratch.path().join("log");
+    let dir: PathBuf = base.join("log");
+    let (mut torn, mut kept, mut dropped) = (0, 0, 0);
     let exe = std::env::current_exe().unwrap();
     let mut acked: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut first_k = 0;
@@ -174,7 +183,17 @@ fn kills(backend: &str) {
         let _ = rx.recv_timeout(Duration::from_secs(30));
         std::thread::sleep(Duration::from_micros(rng.below(40_000)));
         child.kill().unwrap(); // SIGKILL
+        if let Some(fs) = &fs {
+            // What the dead child's kernel threads still send must not land after the cut.
+            fs.fence(child.id());
+        }
         child.wait().unwrap();
+        if let Some(fs) = &fs {
+            let report = fs.power_cut(Cut::ragged(rng.next_u64()));
+            torn += usize::from(report.torn);
+            kept += report.kept;
+            dropped += report.dropped;
+        }
         let lines = reader.join().unwrap();
         for line in &lines {
             let f: Vec<u64> = line[4..]
@@ -194,9 +213,18 @@ fn kills(backend: &str) {
         assert!(recovered >= acked.len() as u64);
     }
     eprintln!(
-        "{backend}: {rounds} kills, {} acknowledged records, all recovered intact",
+        "{backend}: {rounds} {what}, {} acknowledged records, all recovered intact",
         acked.len()
     );
+    if cut {
+        eprintln!(
+            "{backend}: the cuts dropped {dropped} unsynced changes, kept {kept}, tore {torn} writes"
+        );
+        assert!(
+            dropped > 0,
+            "the cuts dropped nothing: the test cut no unsynced data"
+        );
+    }
     assert!(!acked.is_empty(), "the children acknowledged records");
 }
 
@@ -215,20 +243,50 @@ fn child_process() {
 
 #[test]
 fn sigkill_loses_nothing_acknowledged_blocking() {
-    kills("blocking");
+    kills("blocking", false);
 }
 
 #[test]
 fn sigkill_loses_nothing_acknowledged_raw() {
-    kills("raw");
+    kills("raw", false);
 }
 
 #[test]
 fn sigkill_loses_nothing_acknowledged_uring() {
-    kills("uring");
+    kills("uring", false);
 }
 
 #[test]
 fn sigkill_loses_nothing_acknowledged_raw_direct_io() {
-    kills("raw+direct");
+    kills("raw+direct", false);
+}
+
+#[test]
+fn power_cut_loses_nothing_acknowledged_blocking() {
+    kills("blocking", true);
+}
+
+#[test]
+fn power_cut_loses_nothing_acknowledged_blocking_direct_io() {
+    kills("blocking+direct", true);
+}
+
+#[test]
+fn power_cut_loses_nothing_acknowledged_raw() {
+    kills("raw", true);
+}
+
+#[test]
+fn power_cut_loses_nothing_acknowledged_raw_direct_io() {
+    kills("raw+direct", true);
+}
+
+#[test]
+fn power_cut_loses_nothing_acknowledged_uring() {
+    kills("uring", true);
+}
+
+#[test]
+fn power_cut_loses_nothing_acknowledged_uring_direct_io() {
+    kills("uring+direct", true);
 }

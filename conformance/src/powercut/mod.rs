@@ -139,6 +139,14 @@ impl PowerCutFs {
         lock(&self.model).syncs
     }
 
+    /// Refuses every later request of process `pid` with `EIO`. Call it for a process killed
+    /// before a [`power_cut`](Self::power_cut): a killed process's I/O still in the kernel
+    /// (io_uring's workers, for one) can reach the filesystem after it is gone, and must not
+    /// land after the cut.
+    pub fn fence(&self, pid: u32) {
+        lock(&self.model).fenced.insert(pid);
+    }
+
     /// Refuses `fallocate` with `EOPNOTSUPP` from now on (or accepts it again).
     pub fn refuse_fallocate(&self, refuse: bool) {
         lock(&self.model).refuse_fallocate = refuse;
@@ -200,6 +208,11 @@ impl Fuse {
         lock(&self.model)
     }
 
+    /// Whether `req` comes from a fenced process.
+    fn fenced(&self, req: &Request<'_>) -> bool {
+        self.model().fenced.contains(&req.pid())
+    }
+
     fn entry(&self, ino: Result<u64, i32>, reply: ReplyEntry) {
         let model = self.model();
         match ino.and_then(|ino| model.node(ino).map(|n| attr(ino, n))) {
@@ -225,7 +238,7 @@ impl Filesystem for Fuse {
 
     fn setattr(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
         _mode: Option<u32>,
         _uid: Option<u32>,
@@ -241,6 +254,9 @@ impl Filesystem for Fuse {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
+        if self.fenced(req) {
+            return reply.error(libc::EIO);
+        }
         let mut model = self.model();
         if let Some(len) = size
             && let Err(e) = model.set_len(ino, len)
@@ -255,7 +271,7 @@ impl Filesystem for Fuse {
 
     fn mknod(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         name: &OsStr,
         mode: u32,
@@ -263,6 +279,9 @@ impl Filesystem for Fuse {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        if self.fenced(req) {
+            return reply.error(libc::EIO);
+        }
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(libc::EPERM);
         }
@@ -272,25 +291,34 @@ impl Filesystem for Fuse {
 
     fn mkdir(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        if self.fenced(req) {
+            return reply.error(libc::EIO);
+        }
         let ino = self.model().make(parent, name, true);
         self.entry(ino, reply);
     }
 
-    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        if self.fenced(req) {
+            return reply.error(libc::EIO);
+        }
         match self.model().remove(parent, name, false) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
-    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        if self.fenced(req) {
+            return reply.error(libc::EIO);
+        }
         match self.model().remove(parent, name, true) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -299,7 +327,7 @@ impl Filesystem for Fuse {
 
     fn rename(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         name: &OsStr,
         newparent: u64,
@@ -307,6 +335,9 @@ impl Filesystem for Fuse {
         flags: u32,
         reply: ReplyEmpty,
     ) {
+        if self.fenced(req) {
+            return reply.error(libc::EIO);
+        }
         if flags & !libc::RENAME_NOREPLACE != 0 {
             return reply.error(libc::EINVAL);
         }
@@ -329,7 +360,7 @@ impl Filesystem for Fuse {
 
     fn create(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         name: &OsStr,
         mode: u32,
@@ -337,6 +368,9 @@ impl Filesystem for Fuse {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        if self.fenced(req) {
+            return reply.error(libc::EIO);
+        }
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(libc::EPERM);
         }
@@ -370,7 +404,7 @@ impl Filesystem for Fuse {
 
     fn write(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
         _fh: u64,
         offset: i64,
@@ -380,6 +414,9 @@ impl Filesystem for Fuse {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
+        if self.fenced(req) {
+            return reply.error(libc::EIO);
+        }
         match self.model().write(ino, offset.max(0) as u64, data) {
             Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
             Err(e) => reply.error(e),
@@ -391,14 +428,10 @@ impl Filesystem for Fuse {
         reply.ok();
     }
 
-    fn fsync(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        _fh: u64,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsync(&mut self, req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
+        if self.fenced(req) {
+            return reply.error(libc::EIO);
+        }
         match self.model().fsync(ino) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -448,12 +481,15 @@ impl Filesystem for Fuse {
 
     fn fsyncdir(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
         _fh: u64,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if self.fenced(req) {
+            return reply.error(libc::EIO);
+        }
         match self.model().fsyncdir(ino) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -470,7 +506,7 @@ impl Filesystem for Fuse {
 
     fn fallocate(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
         _fh: u64,
         offset: i64,
@@ -478,6 +514,9 @@ impl Filesystem for Fuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        if self.fenced(req) {
+            return reply.error(libc::EIO);
+        }
         match self
             .model()
             .fallocate(ino, offset.max(0) as u64, length.max(0) as u64, mode)

@@ -112,6 +112,9 @@ pub(crate) struct Model {
     pub(crate) injected: u64,
     pub(crate) refuse_fallocate: bool,
     pub(crate) syncs: u64,
+    /// Processes whose requests are refused (killed before a power cut: what their kernel
+    /// threads still send would land after the cut).
+    pub(crate) fenced: std::collections::HashSet<u32>,
 }
 
 /// An errno.
@@ -135,6 +138,7 @@ impl Model {
             injected: 0,
             refuse_fallocate: false,
             syncs: 0,
+            fenced: std::collections::HashSet::new(),
         }
     }
 
@@ -329,12 +333,15 @@ impl Model {
                 durable,
                 pending,
             }) => {
-                pending.clear();
                 if let Some(errno) = fault {
+                    pending.clear();
                     current.clone_from(durable);
                     return Err(errno);
                 }
-                durable.clone_from(current);
+                // The changes, not the whole file: syncs of a large file stay cheap.
+                for change in pending.drain(..) {
+                    change.apply(durable);
+                }
                 Ok(())
             }
             Some(Node::Dir { .. }) => self.fsyncdir(ino),

@@ -26,8 +26,8 @@ pub use errors::{
 };
 pub use metadata::{directory_entries, preallocate_then_len, set_len_down_and_up, sync_kinds};
 pub use powercut::{
-    power_cut_after_write_sync_at, power_cut_direct_writes, power_cut_keeps_synced_data,
-    power_cut_may_drop_unsynced_data, power_cut_rename_then_sync_dir,
+    power_cut_after_write_sync_at, power_cut_created_directories, power_cut_direct_writes,
+    power_cut_keeps_synced_data, power_cut_may_drop_unsynced_data, power_cut_rename_then_sync_dir,
     power_cut_sync_error_reaches_caller,
 };
 pub use stress::{

@@ -258,3 +258,44 @@ pub async fn power_cut_sync_error_reaches_caller<D: DiskIo>(cx: &Cx<D>) -> Outco
     );
     Outcome::Passed
 }
+
+/// Directories made with [`diskio::create_dir_all_durable`] survive a power cut with the file
+/// synced in the deepest; made with `create_dir_all` alone (no sync of their parents), they
+/// do not.
+pub async fn power_cut_created_directories<D: DiskIo>(cx: &Cx<D>) -> Outcome {
+    let fs = match mount(cx) {
+        Ok(fs) => fs,
+        Err(skip) => return skip,
+    };
+    let disk = &*cx.disk;
+    let data = pattern(50, 3000);
+    for (top, durable) in [("durable", true), ("plain", false)] {
+        let deep = fs.path().join(top).join("b").join("c");
+        if durable {
+            diskio::create_dir_all_durable(disk, &deep)
+                .await
+                .expect("create_dir_all_durable");
+        } else {
+            disk.create_dir_all(&deep).await.expect("create_dir_all");
+        }
+        let f = open(disk, &deep.join("f")).await;
+        write_all(disk, f, 0, &data).await;
+        disk.fsync(f, SyncKind::All).await.expect("fsync");
+        disk.close(f).await.expect("close");
+        disk.sync_dir(&deep).await.expect("sync_dir");
+    }
+    let cut = fs.power_cut(Cut::clean(6));
+    assert_bytes_eq(
+        &format!("after a power cut ({cut:?}), a file in durably created directories"),
+        &contents(disk, &fs.path().join("durable/b/c/f")).await,
+        &data,
+    );
+    let plain = disk.list_dir(&fs.path().join("plain")).await;
+    assert!(
+        plain
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound),
+        "after a power cut ({cut:?}), a directory whose creation was never synced: {plain:?}"
+    );
+    Outcome::Passed
+}

@@ -82,6 +82,31 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// The backend named `backend` (`blocking`, `raw` or `uring`, any with a `+direct` suffix that
+/// the caller reads as "write with `O_DIRECT`"); `None`, with a printed skip, where io_uring is
+/// not allowed.
+pub fn backend(backend: &str) -> Option<Arc<dyn DynDiskIo>> {
+    match backend.trim_end_matches("+direct") {
+        "raw" => match diskio_raw::RawDisk::with_defaults() {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) => {
+                eprintln!("SKIPPED raw backend: {e}");
+                None
+            }
+        },
+        "uring" => match diskio_uring::UringDisk::with_defaults() {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) => {
+                eprintln!("SKIPPED uring backend: {e}");
+                None
+            }
+        },
+        _ => Some(Arc::new(
+            diskio_blocking::BlockingDisk::with_defaults().unwrap(),
+        )),
+    }
+}
+
 /// The raw backend, or (visibly) the blocking one where io_uring is not allowed.
 pub fn raw_or_blocking() -> Arc<dyn DynDiskIo> {
     or_blocking("raw", diskio_raw::RawDisk::with_defaults())
