@@ -147,6 +147,11 @@ impl PowerCutFs {
         lock(&self.model).fenced.insert(pid);
     }
 
+    /// How many `fallocate` calls were refused.
+    pub fn fallocates_refused(&self) -> u64 {
+        lock(&self.model).fallocates_refused
+    }
+
     /// Refuses `fallocate` with `EOPNOTSUPP` from now on (or accepts it again).
     pub fn refuse_fallocate(&self, refuse: bool) {
         lock(&self.model).refuse_fallocate = refuse;

@@ -111,6 +111,7 @@ pub(crate) struct Model {
     matched: u64,
     pub(crate) injected: u64,
     pub(crate) refuse_fallocate: bool,
+    pub(crate) fallocates_refused: u64,
     pub(crate) syncs: u64,
     /// Processes whose requests are refused (killed before a power cut: what their kernel
     /// threads still send would land after the cut).
@@ -137,6 +138,7 @@ impl Model {
             matched: 0,
             injected: 0,
             refuse_fallocate: false,
+            fallocates_refused: 0,
             syncs: 0,
             fenced: std::collections::HashSet::new(),
         }
@@ -313,6 +315,7 @@ impl Model {
         mode: i32,
     ) -> Result<(), Errno> {
         if self.refuse_fallocate || (mode & !libc::FALLOC_FL_KEEP_SIZE) != 0 {
+            self.fallocates_refused += 1;
             return Err(libc::EOPNOTSUPP);
         }
         let end = offset.saturating_add(len);

@@ -1,9 +1,13 @@
-//! An `EIO` from the disk's sync, under real backends: the log on the power-cutting filesystem
-//! (`conformance::powercut`), eight appenders, one sync failed by the filesystem (once: the
-//! fsyncgate case, where a retry would succeed and the data would be gone). The log poisons:
-//! every appender gets an error, every append after that fails too, and after a power cut every
-//! record that was acknowledged is there. On each backend, buffered and `O_DIRECT`; a skip where
-//! FUSE is not available.
+//! The log on the power-cutting filesystem (`conformance::powercut`), under real backends; a
+//! skip where FUSE is not available.
+//!
+//! - An `EIO` from the disk's sync: eight appenders, one sync failed by the filesystem (once:
+//!   the fsyncgate case, where a retry would succeed and the data would be gone). The log
+//!   poisons: every appender gets an error, every append after that fails too, and after a
+//!   power cut every record that was acknowledged is there. On each backend, buffered and
+//!   `O_DIRECT`.
+//! - A filesystem that refuses `fallocate` (as LazyFS does): every durability mode opens,
+//!   appends across segments, and reads back after a close and a power cut.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // tests: a failed step panics
 
 mod common;
@@ -14,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use conformance::harness::{ScratchDir, report_skip};
 use conformance::powercut::{Cut, PowerCutFs};
 use conformance::{FaultMode, FaultPlan, FaultTarget};
-use wal::{Wal, WalError, WalOptions};
+use wal::{Durability, Wal, WalError, WalOptions};
 
 const TASKS: u64 = 8;
 /// Appends each task makes before the fault is armed (in total).
@@ -138,4 +142,85 @@ fn sync_eio_poisons_uring() {
 #[test]
 fn sync_eio_poisons_uring_direct_io() {
     eio_poisons("uring+direct");
+}
+
+/// Every durability mode on a filesystem that refuses `fallocate`, on `backend`.
+fn without_fallocate(backend: &str) {
+    let label = format!("wal-no-fallocate-{}", backend.replace('+', "-"));
+    if common::backend(backend).is_none() {
+        return;
+    }
+    let scratch = ScratchDir::new(&label);
+    let at = scratch.path().join("mnt");
+    std::fs::create_dir_all(&at).unwrap();
+    let fs = match PowerCutFs::mount(&at) {
+        Ok(fs) => fs,
+        Err(reason) => return report_skip(&label, &reason),
+    };
+    fs.refuse_fallocate(true);
+    let modes = [
+        ("sync", Durability::Sync),
+        ("none", Durability::None),
+        (
+            "periodic",
+            Durability::Periodic(std::time::Duration::from_millis(5)),
+        ),
+    ];
+    for (name, durability) in modes {
+        let refused_before = fs.fallocates_refused();
+        let dir = at.join(name);
+        let opts = WalOptions::new()
+            .durability(durability)
+            .segment_bytes(64 << 10)
+            .record_max(4 << 10)
+            .direct_io(backend.ends_with("+direct"));
+        let written: Vec<Vec<u8>> = (0..300u64)
+            .map(|i| common::payload(i, 100 + (i % 300) as usize))
+            .collect();
+        common::block_on(async {
+            let disk = common::backend(backend).unwrap();
+            let (log, _) = Wal::open(disk, &dir, opts.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{backend}, {name}: open without fallocate: {e}"));
+            for rec in &written {
+                log.append(rec).await.unwrap();
+            }
+            log.close().await.unwrap();
+        });
+        if durability != Durability::Sync {
+            assert!(
+                fs.fallocates_refused() > refused_before,
+                "{backend}, {name}: the log never asked to preallocate, so the test proves nothing"
+            );
+        }
+        fs.power_cut(Cut::clean(0));
+        common::block_on(async {
+            let disk = common::backend(backend).unwrap();
+            let (log, _) = Wal::open(disk, &dir, opts).await.unwrap();
+            let got = common::read_all(&log, 1).await;
+            let got: Vec<Vec<u8>> = got.into_iter().map(|(_, d)| d).collect();
+            assert!(
+                got == written,
+                "{backend}, {name}: read back {} of {} records after close and a power cut",
+                got.len(),
+                written.len()
+            );
+            log.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn every_mode_without_fallocate_blocking() {
+    without_fallocate("blocking");
+}
+
+#[test]
+fn every_mode_without_fallocate_raw_direct_io() {
+    without_fallocate("raw+direct");
+}
+
+#[test]
+fn every_mode_without_fallocate_uring() {
+    without_fallocate("uring");
 }
