@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use crate::Lsn;
 use crate::error::{Result, WalError};
+use crate::format::Salt;
 use crate::format::{DIRECT_BLOCK, HEADER_LEN, frame_len, seal_frames};
 use crate::options::Durability;
 use crate::queue::Chunk;
@@ -36,7 +37,7 @@ struct Group {
     since: Option<Instant>,
     /// The active segment's file, salt, and the offset the group starts at.
     file: FileId,
-    salt: u64,
+    salt: Salt,
     offset: u64,
     /// The active segment's sparse index.
     index: Arc<SparseIndex>,

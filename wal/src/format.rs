@@ -13,7 +13,7 @@
 //!  | magic  |version | hdr len|   first LSN     |      salt       | CRC32C |           |
 //!  |8 bytes | u32 LE | u32 LE |     u64 LE      |     u64 LE      | u32 LE |           |
 //!  +--------+--------+--------+-----------------+-----------------+--------+-----------+
-//!  magic = "diskiowl", version = 1, CRC32C over bytes 0..32
+//!  magic = "diskiowl", version = 2, CRC32C over bytes 0..32
 //! ```
 //!
 //! The salt is drawn at random for every segment. It enters the CRC of every record of the
@@ -28,8 +28,13 @@
 //!  | CRC32C |  len   |      LSN        |   group LSN     | payload (len B)   |  padding  |
 //!  | u32 LE | u32 LE |     u64 LE      |     u64 LE      |                   |           |
 //!  +--------+--------+-----------------+-----------------+-------------------+-----------+
-//!  CRC32C = crc32c(bytes 4..16 ++ payload ++ bytes 16..24 ++ salt as u64 LE)
+//!  CRC32C = crc32c(salt as u64 LE ++ bytes 4..24 + len)
 //! ```
+//!
+//! One CRC32C call per frame, over contiguous bytes, started from the CRC of the segment's salt
+//! (computed once per segment): that is format version 2. Version 1 took four calls per frame
+//! (the fields and the payload in another order); a version-1 segment is refused with
+//! [`HeaderFault::Version`].
 //!
 //! Frames are padded to 8 bytes. LSNs start at 1 and grow by one per record with no gaps, so a
 //! frame of zeros (LSN 0) is never valid: it marks the end of the written part. A frame is valid
@@ -40,9 +45,9 @@
 //! recovery tell a torn tail from damage: a group is written only after the one before it was
 //! synced, so valid records of a *later* group after a damaged record prove that the damaged
 //! one had been synced (and acknowledged) — corruption — while valid records of the *same* group
-//! after it are the remains of a write that never completed — a torn tail. (The CRC takes the
-//! group LSN after the payload because it is known only when the group is formed; appenders
-//! compute the rest.)
+//! after it are the remains of a write that never completed — a torn tail. The group LSN is
+//! known only when the group is formed, so the committer computes each frame's CRC as it seals
+//! the group; appenders only copy their records in.
 
 use crate::Lsn;
 use crate::error::{Damage, HeaderFault};
@@ -57,7 +62,7 @@ pub const FRAME_HEADER_LEN: usize = 24;
 pub const MAGIC: [u8; 8] = *b"diskiowl";
 
 /// The format version this crate writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Bytes of the header that carry fields (the rest is zeros).
 const HEADER_FIELDS: usize = 36;
@@ -121,13 +126,35 @@ fn parse_lsn_name(name: &str, suffix: &str) -> Option<Lsn> {
     digits.parse().ok().filter(|&lsn| lsn > 0)
 }
 
+/// A segment's salt, with the CRC32C of its bytes: every frame's CRC starts from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Salt {
+    value: u64,
+    seed: u32,
+}
+
+impl Salt {
+    /// The salt `value`.
+    pub fn new(value: u64) -> Self {
+        Self {
+            value,
+            seed: crc32c::crc32c(&value.to_le_bytes()),
+        }
+    }
+
+    /// Its value, as stored in the segment header.
+    pub fn value(self) -> u64 {
+        self.value
+    }
+}
+
 /// The decoded segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
     /// LSN of the segment's first record.
     pub first_lsn: Lsn,
     /// The value mixed into every record's CRC.
-    pub salt: u64,
+    pub salt: Salt,
 }
 
 impl SegmentHeader {
@@ -138,7 +165,7 @@ impl SegmentHeader {
         out[8..12].copy_from_slice(&VERSION.to_le_bytes());
         out[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
         out[16..24].copy_from_slice(&self.first_lsn.to_le_bytes());
-        out[24..32].copy_from_slice(&self.salt.to_le_bytes());
+        out[24..32].copy_from_slice(&self.salt.value.to_le_bytes());
         let crc = crc32c::crc32c(&out[0..32]);
         out[32..HEADER_FIELDS].copy_from_slice(&crc.to_le_bytes());
     }
@@ -171,7 +198,7 @@ impl SegmentHeader {
         }
         Ok(Self {
             first_lsn,
-            salt: le_u64(&bytes[24..32]),
+            salt: Salt::new(le_u64(&bytes[24..32])),
         })
     }
 }
@@ -181,9 +208,8 @@ pub fn frame_len(len: usize) -> usize {
     FRAME_HEADER_LEN + len.div_ceil(8) * 8
 }
 
-/// Encodes the frame of `payload` with `lsn` at the end of `out`. The CRC field holds the
-/// *partial* CRC (without the group LSN and the salt) until [`seal_frames`] finishes it for the
-/// group and the segment the frame goes to.
+/// Encodes the frame of `payload` with `lsn` at the end of `out`, without its group LSN and
+/// CRC: [`seal_frames`] adds both for the group and the segment the frame goes to.
 pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {
     let start = out.len();
     out.resize(start + frame_len(payload.len()), 0);
@@ -191,21 +217,17 @@ pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {
     frame[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     frame[8..16].copy_from_slice(&lsn.to_le_bytes());
     frame[FRAME_HEADER_LEN..FRAME_HEADER_LEN + payload.len()].copy_from_slice(payload);
-    let partial = crc32c::crc32c_append(crc32c::crc32c(&frame[4..16]), payload);
-    frame[0..4].copy_from_slice(&partial.to_le_bytes());
 }
 
 /// Finishes every frame in `bytes` (whole frames back to back, as [`encode_frame`] made them):
-/// records the group's first LSN and completes the CRC with it and the segment's `salt`.
-pub fn seal_frames(bytes: &mut [u8], group: Lsn, salt: u64) {
+/// records the group's first LSN and the CRC, one call per frame from the `salt`'s CRC.
+pub fn seal_frames(bytes: &mut [u8], group: Lsn, salt: Salt) {
     let group = group.to_le_bytes();
-    let salt = salt.to_le_bytes();
     let mut at = 0;
     while at + FRAME_HEADER_LEN <= bytes.len() {
         let len = le_u32(&bytes[at + 4..at + 8]) as usize;
         bytes[at + 16..at + 24].copy_from_slice(&group);
-        let partial = le_u32(&bytes[at..at + 4]);
-        let crc = crc32c::crc32c_append(crc32c::crc32c_append(partial, &group), &salt);
+        let crc = crc32c::crc32c_append(salt.seed, &bytes[at + 4..at + FRAME_HEADER_LEN + len]);
         bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
         at += frame_len(len);
     }
@@ -232,7 +254,7 @@ pub enum Frame<'a> {
 
 /// Decodes the frame at the start of `bytes`, expecting LSN `lsn` in a segment with `salt`;
 /// payloads longer than `record_max` are refused without being read.
-pub fn decode_frame(bytes: &[u8], lsn: Lsn, salt: u64, record_max: usize) -> Frame<'_> {
+pub fn decode_frame(bytes: &[u8], lsn: Lsn, salt: Salt, record_max: usize) -> Frame<'_> {
     if bytes.len() < FRAME_HEADER_LEN {
         return if bytes.iter().all(|&b| b == 0) {
             Frame::End
@@ -257,9 +279,7 @@ pub fn decode_frame(bytes: &[u8], lsn: Lsn, salt: u64, record_max: usize) -> Fra
         return Frame::Invalid(Damage::PastEnd { len });
     }
     let payload = &bytes[FRAME_HEADER_LEN..FRAME_HEADER_LEN + len];
-    let mut crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..16]), payload);
-    crc = crc32c::crc32c_append(crc, &header[16..24]);
-    crc = crc32c::crc32c_append(crc, &salt.to_le_bytes());
+    let crc = crc32c::crc32c_append(salt.seed, &bytes[4..FRAME_HEADER_LEN + len]);
     let stored = le_u32(&header[0..4]);
     if crc != stored {
         return Frame::Invalid(Damage::ChecksumMismatch {
@@ -298,8 +318,12 @@ mod tests {
     fn sealed(lsn: Lsn, payload: &[u8], salt: u64) -> Vec<u8> {
         let mut v = Vec::new();
         encode_frame(&mut v, lsn, payload);
-        seal_frames(&mut v, lsn, salt);
+        seal_frames(&mut v, lsn, Salt::new(salt));
         v
+    }
+
+    fn d(bytes: &[u8], lsn: Lsn, salt: u64, record_max: usize) -> Frame<'_> {
+        decode_frame(bytes, lsn, Salt::new(salt), record_max)
     }
 
     #[test]
@@ -318,7 +342,7 @@ mod tests {
         let mut h = [0u8; HEADER_LEN];
         SegmentHeader {
             first_lsn: 42,
-            salt: 9,
+            salt: Salt::new(9),
         }
         .encode(&mut h);
         assert_eq!(&h[0..8], b"diskiowl");
@@ -330,7 +354,7 @@ mod tests {
     fn header_round_trip_and_damage() {
         let hdr = SegmentHeader {
             first_lsn: 7,
-            salt: 0xDEAD_BEEF,
+            salt: Salt::new(0xDEAD_BEEF),
         };
         let mut h = [0u8; HEADER_LEN];
         hdr.encode(&mut h);
@@ -342,12 +366,13 @@ mod tests {
         let mut bad = h;
         bad[0] = b'X';
         assert_eq!(SegmentHeader::decode(&bad), Err(HeaderFault::Magic));
+        // A version-1 segment (this format's first) is refused by name.
         let mut bad = h;
-        bad[8] = 2;
+        bad[8] = 1;
         assert_eq!(
             SegmentHeader::decode(&bad),
             Err(HeaderFault::Version {
-                found: 2,
+                found: 1,
                 supported: VERSION
             })
         );
@@ -357,7 +382,7 @@ mod tests {
     fn frames_verify_only_in_place() {
         let f = sealed(5, b"hello", 77);
         assert_eq!(
-            decode_frame(&f, 5, 77, 1024),
+            d(&f, 5, 77, 1024),
             Frame::Record {
                 payload: b"hello",
                 frame_len: 32,
@@ -365,56 +390,44 @@ mod tests {
             }
         );
         // Another LSN, another segment's salt, a flipped bit, a small record_max: all refused.
-        assert!(matches!(decode_frame(&f, 6, 77, 1024), Frame::Invalid(_)));
-        assert!(matches!(decode_frame(&f, 5, 78, 1024), Frame::Invalid(_)));
+        assert!(matches!(d(&f, 6, 77, 1024), Frame::Invalid(_)));
+        assert!(matches!(d(&f, 5, 78, 1024), Frame::Invalid(_)));
         for bit in 0..f.len() * 8 {
             let mut g = f.clone();
             g[bit / 8] ^= 1 << (bit % 8);
             if bit / 8 >= FRAME_HEADER_LEN + 5 {
                 continue; // padding is not covered, and need not be
             }
-            assert!(
-                matches!(decode_frame(&g, 5, 77, 1024), Frame::Invalid(_)),
-                "bit {bit}"
-            );
+            assert!(matches!(d(&g, 5, 77, 1024), Frame::Invalid(_)), "bit {bit}");
         }
-        assert!(matches!(decode_frame(&f, 5, 77, 4), Frame::Invalid(_)));
+        assert!(matches!(d(&f, 5, 77, 4), Frame::Invalid(_)));
         // Zeros are the end; a cut frame is invalid.
-        assert_eq!(decode_frame(&[0; 40], 5, 77, 1024), Frame::End);
+        assert_eq!(d(&[0; 40], 5, 77, 1024), Frame::End);
         // The group LSN is covered, and may not come after the record's LSN.
         let mut v = Vec::new();
         encode_frame(&mut v, 9, b"x");
         encode_frame(&mut v, 10, b"y");
-        seal_frames(&mut v, 9, 77);
+        seal_frames(&mut v, 9, Salt::new(77));
         assert!(matches!(
-            decode_frame(&v[32..], 10, 77, 1024),
+            d(&v[32..], 10, 77, 1024),
             Frame::Record { group: 9, .. }
         ));
         let mut w = v.clone();
         w[32 + 16] ^= 1;
-        assert!(matches!(
-            decode_frame(&w[32..], 10, 77, 1024),
-            Frame::Invalid(_)
-        ));
+        assert!(matches!(d(&w[32..], 10, 77, 1024), Frame::Invalid(_)));
         let mut late = Vec::new();
         encode_frame(&mut late, 9, b"x");
-        seal_frames(&mut late, 10, 77);
-        assert!(matches!(
-            decode_frame(&late, 9, 77, 1024),
-            Frame::Invalid(_)
-        ));
-        assert_eq!(decode_frame(&[0; 3], 5, 77, 1024), Frame::End);
-        assert!(matches!(
-            decode_frame(&f[..20], 5, 77, 1024),
-            Frame::Invalid(_)
-        ));
+        seal_frames(&mut late, 10, Salt::new(77));
+        assert!(matches!(d(&late, 9, 77, 1024), Frame::Invalid(_)));
+        assert_eq!(d(&[0; 3], 5, 77, 1024), Frame::End);
+        assert!(matches!(d(&f[..20], 5, 77, 1024), Frame::Invalid(_)));
     }
 
     #[test]
     fn empty_records_are_records() {
         let f = sealed(1, b"", 1);
         assert_eq!(
-            decode_frame(&f, 1, 1, 0),
+            d(&f, 1, 1, 0),
             Frame::Record {
                 payload: b"",
                 frame_len: 24,

@@ -6,6 +6,7 @@ use diskio::{DiskIo, FileId, OpenOptions};
 
 use crate::Lsn;
 use crate::error::{Damage, Result, WalError};
+use crate::format::Salt;
 use crate::format::{FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, decode_frame, frame_len};
 use crate::state::Inner;
 
@@ -68,7 +69,7 @@ impl<'a> Batch<'a> {
 struct OpenSegment {
     file: FileId,
     first_lsn: Lsn,
-    salt: u64,
+    salt: Salt,
     /// LSN of the frame at `pos`.
     lsn: Lsn,
     /// File offset of the next frame.

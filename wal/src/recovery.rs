@@ -7,6 +7,7 @@ use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions, SyncKind};
 
 use crate::Lsn;
 use crate::error::{Damage, HeaderFault, Result, WalError};
+use crate::format::Salt;
 use crate::format::{
     FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, TEMP_SUFFIX, cut_name, decode_frame,
     parse_cut_name, parse_segment_name, parse_skip_name, segment_name, skip_name,
@@ -69,7 +70,7 @@ pub(crate) struct Recovered {
 pub(crate) struct ActiveFound {
     pub(crate) segment: FoundSegment,
     pub(crate) file: FileId,
-    pub(crate) salt: u64,
+    pub(crate) salt: Salt,
     pub(crate) offset: u64,
 }
 
@@ -402,7 +403,7 @@ fn later_group_after(
     image: &[u8],
     from: usize,
     expected: Lsn,
-    salt: u64,
+    salt: Salt,
     record_max: usize,
 ) -> Option<(usize, Lsn)> {
     let most = (image.len() / FRAME_HEADER_LEN) as u64;

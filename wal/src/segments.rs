@@ -10,6 +10,7 @@ use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions, SyncKind};
 use crate::Lsn;
 use crate::direct::check_direct;
 use crate::error::Result;
+use crate::format::Salt;
 use crate::format::{HEADER_LEN, SegmentHeader, TEMP_SUFFIX, segment_name};
 use crate::options::Durability;
 use crate::state::{Active, Inner, Prepared, SegmentRef};
@@ -185,8 +186,8 @@ impl<D: DiskIo> Inner<D> {
     }
 
     /// Writes (and syncs) the header of the segment starting at `first`; returns its salt.
-    async fn write_header(&self, file: FileId, first: Lsn) -> diskio::Result<u64> {
-        let salt = random_salt(first);
+    async fn write_header(&self, file: FileId, first: Lsn) -> diskio::Result<Salt> {
+        let salt = Salt::new(random_salt(first));
         let mut header = [0u8; HEADER_LEN];
         SegmentHeader {
             first_lsn: first,

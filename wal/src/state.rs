@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use crate::Lsn;
 use crate::direct::DirectCache;
 use crate::error::{Result, WalError};
+use crate::format::Salt;
 use crate::options::{Durability, WalOptions};
 use crate::queue::Queue;
 use crate::stats::Counters;
@@ -177,7 +178,7 @@ impl SparseIndex {
 pub(crate) struct Active {
     pub(crate) seg: SegmentRef,
     pub(crate) file: FileId,
-    pub(crate) salt: u64,
+    pub(crate) salt: Salt,
     /// Where the next group goes.
     pub(crate) offset: u64,
 }

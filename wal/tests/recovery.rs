@@ -242,3 +242,34 @@ fn a_leftover_prepared_segment_is_removed_at_open() {
         );
     });
 }
+
+/// A segment of format version 1 (one CRC per field, four per frame) is refused by name, and
+/// left as it is.
+#[test]
+fn a_version_1_segment_is_a_clear_error() {
+    block_on(async {
+        let (disk, dir) = log_of(20).await;
+        let first = segment_paths(&disk, &dir).await[0].clone();
+        let mut header = disk.file_image(&first).unwrap()[..36].to_vec();
+        header[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&header[0..32]);
+        header[32..36].copy_from_slice(&crc.to_le_bytes());
+        disk.damage(&first, 0, &header).unwrap();
+        let before = disk.file_image(&first).unwrap();
+        match Wal::open(disk.clone(), &dir, small()).await {
+            Err(e @ WalError::BadHeader { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("format version 1; this build reads version 2"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected BadHeader, got {:?}", other.map(|(_, r)| r)),
+        }
+        assert_eq!(
+            disk.file_image(&first).unwrap(),
+            before,
+            "the segment is untouched"
+        );
+    });
+}
