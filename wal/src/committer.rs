@@ -10,8 +10,7 @@ use tracing::Instrument;
 
 use crate::Lsn;
 use crate::error::{Result, WalError};
-use crate::format::Salt;
-use crate::format::{DIRECT_BLOCK, HEADER_LEN, frame_len, seal_frames};
+use crate::format::{DIRECT_BLOCK, HEADER_LEN, Salt, frame_len, seal_frames};
 use crate::options::Durability;
 use crate::queue::Chunk;
 use crate::state::{Inner, SparseIndex};

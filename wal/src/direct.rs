@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use diskio::{DiskIo, FileId, OpenOptions};
+use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions};
 
 use crate::Lsn;
 use crate::format::{DIRECT_BLOCK, TEMP_SUFFIX};
@@ -113,18 +113,29 @@ impl DirectCache {
 
     /// Copies into `out` the bytes of segment `segment` from file offset `at` that are held in
     /// memory, at most `max` of them; returns how many.
-    pub(crate) fn read(&self, segment: Lsn, at: u64, max: usize, out: &mut Vec<u8>) -> usize {
+    /// `out` is replaced only when some bytes are held.
+    pub(crate) fn read(
+        &self,
+        segment: Lsn,
+        at: u64,
+        max: usize,
+        out: &mut AlignedBuf,
+    ) -> diskio::Result<usize> {
         let recent = self.recent();
         if recent.segment != Some(segment) || at < recent.start {
-            return 0;
+            return Ok(0);
         }
         let from = (at - recent.start) as usize;
-        let Some(held) = recent.bytes.get(from..) else {
-            return 0;
+        let Some(held) = recent.bytes.get(from..).filter(|h| !h.is_empty()) else {
+            return Ok(0);
         };
         let n = held.len().min(max);
-        out.extend_from_slice(&held[..n]);
-        n
+        out.clear();
+        if out.capacity() < n {
+            *out = AlignedBuf::with_capacity(n, out.alignment().max(1))?;
+        }
+        out.extend_from_slice(&held[..n])?;
+        Ok(n)
     }
 }
 

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use diskio::{DiskIo, FileId, OpenOptions};
+use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions};
 
 use crate::Lsn;
 use crate::error::{Damage, Result, WalError};
-use crate::format::Salt;
-use crate::format::{FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, decode_frame, frame_len};
+use crate::format::{
+    FRAME_HEADER_LEN, Frame, HEADER_LEN, Salt, SegmentHeader, decode_frame, frame_len,
+};
 use crate::state::Inner;
 
 /// Bytes read from a segment at a time (more when one record is larger).
@@ -74,8 +75,8 @@ struct OpenSegment {
     lsn: Lsn,
     /// File offset of the next frame.
     pos: u64,
-    /// Bytes read from `window_at`.
-    window: Vec<u8>,
+    /// Bytes read from `window_at`: one buffer, reused, that reads land in (no copy).
+    window: AlignedBuf,
     window_at: u64,
     /// What readers could see when the window was read: records below it were complete then.
     window_visible: Lsn,
@@ -131,7 +132,7 @@ impl<D: DiskIo> Reader<D> {
         if !self.batch.is_empty() {
             // (The batch was filled from the open segment, so there is one.)
             let (bytes, items): (&[u8], &[_]) = match &self.seg {
-                Some(seg) => (&seg.window, &self.batch),
+                Some(seg) => (&seg.window[..], &self.batch),
                 None => (&[], &[]),
             };
             return Ok(Some(Batch { bytes, items }));
@@ -355,7 +356,7 @@ impl<D: DiskIo> Reader<D> {
             salt: header.salt,
             lsn,
             pos,
-            window: Vec::new(),
+            window: AlignedBuf::empty(),
             window_at: pos,
             window_visible: 0,
         });
@@ -393,30 +394,42 @@ async fn fill<D: DiskIo>(
     }
     seg.window_visible = visible;
     let want = need.max(WINDOW);
-    seg.window.clear();
     seg.window_at = seg.pos;
     if inner
         .direct
-        .read(seg.first_lsn, seg.pos, want, &mut seg.window)
+        .read(seg.first_lsn, seg.pos, want, &mut seg.window)?
         > 0
     {
         // Held bytes end where the last group ended: nothing past them to read.
         return Ok(());
     }
-    // Read until `want` bytes or end of file.
-    while seg.window.len() < want {
+    // Read straight into the window's buffer. It is kept at its full length between reads, so
+    // making it `want` bytes long again zeroes nothing after a full read.
+    let mut buf = std::mem::take(&mut seg.window);
+    if buf.capacity() < want || buf.alignment() < disk.alignment() {
+        buf = disk.alloc(want)?;
+    }
+    buf.resize(want)?;
+    let (res, buf) = disk.read_at(seg.file, buf, seg.pos).await;
+    seg.window = buf;
+    let mut n = match res {
+        Ok(n) => n,
+        Err(e) => {
+            seg.window.clear();
+            return Err(e.into());
+        }
+    };
+    // A short read before the end of the file (rare): read on, appending.
+    while n > 0 && seg.window.len() < want {
         let left = want - seg.window.len();
-        let buf = disk.alloc(left).and_then(|mut b| {
+        let more = disk.alloc(left).and_then(|mut b| {
             b.resize(left)?;
             Ok(b)
         })?;
         let at = seg.pos + seg.window.len() as u64;
-        let (res, buf) = disk.read_at(seg.file, buf, at).await;
-        let n = res?;
-        if n == 0 {
-            break;
-        }
-        seg.window.extend_from_slice(&buf[..n]);
+        let (res, more) = disk.read_at(seg.file, more, at).await;
+        n = res?;
+        seg.window.extend_from_slice(&more[..n])?;
     }
     Ok(())
 }

@@ -7,9 +7,8 @@ use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions, SyncKind};
 
 use crate::Lsn;
 use crate::error::{Damage, HeaderFault, Result, WalError};
-use crate::format::Salt;
 use crate::format::{
-    FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, TEMP_SUFFIX, cut_name, decode_frame,
+    FRAME_HEADER_LEN, Frame, HEADER_LEN, Salt, SegmentHeader, TEMP_SUFFIX, cut_name, decode_frame,
     parse_cut_name, parse_segment_name, parse_skip_name, segment_name, skip_name,
 };
 use crate::options::{RecoveryMode, WalOptions};

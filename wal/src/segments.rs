@@ -10,8 +10,7 @@ use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions, SyncKind};
 use crate::Lsn;
 use crate::direct::check_direct;
 use crate::error::Result;
-use crate::format::Salt;
-use crate::format::{HEADER_LEN, SegmentHeader, TEMP_SUFFIX, segment_name};
+use crate::format::{HEADER_LEN, Salt, SegmentHeader, TEMP_SUFFIX, segment_name};
 use crate::options::Durability;
 use crate::state::{Active, Inner, Prepared, SegmentRef};
 
