@@ -31,7 +31,7 @@ struct Recent {
 }
 
 impl Recent {
-    /// Most bytes kept; at least one reader window (256 KiB).
+    /// Most bytes kept: at least one reader window (at most 1 MiB).
     const KEEP: usize = 1 << 20;
 
     /// Drops the oldest bytes once twice [`KEEP`](Self::KEEP) are held, keeping the newest

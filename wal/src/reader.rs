@@ -12,7 +12,12 @@ use crate::format::{
 use crate::state::Inner;
 
 /// Bytes read from a segment at a time (more when one record is larger).
-const WINDOW: usize = 256 << 10;
+/// The first read window of a segment: small, so a reader that starts at an LSN (a seek) or
+/// follows the tail reads little.
+const WINDOW_MIN: usize = 64 << 10;
+/// The largest read window: a replay's windows double up to it, so each read (a hop to the
+/// backend) carries more.
+const WINDOW_MAX: usize = 1 << 20;
 
 /// One record read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +29,8 @@ pub struct Record {
 }
 
 /// Streams records in LSN order from a starting LSN, across segments, with memory bounded by
-/// one read window (256 KiB, or one record if larger). It sees only records that are durable (in
+/// one read window (64 KiB at first, doubling up to 1 MiB as the reader moves on through a
+/// segment, or one record if larger). It sees only records that are durable (in
 /// [`Durability::None`](crate::Durability::None): written); [`next`](Self::next) returns
 /// `None` at the end of those and can be called again after more appends.
 pub struct Reader<D: DiskIo> {
@@ -80,6 +86,8 @@ struct OpenSegment {
     window_at: u64,
     /// What readers could see when the window was read: records below it were complete then.
     window_visible: Lsn,
+    /// Bytes the next read from the file asks for (doubling up to [`WINDOW_MAX`]).
+    window_next: usize,
 }
 
 impl<D: DiskIo> Reader<D> {
@@ -94,7 +102,7 @@ impl<D: DiskIo> Reader<D> {
         }
     }
 
-    /// The next records, as many as the reader's window holds complete (up to its 256 KiB),
+    /// The next records, as many as the reader's window holds complete (up to its 1 MiB),
     /// borrowed rather than copied; `None` when every visible record has been read. The fastest
     /// way to replay a log: no copy and no call per record.
     ///
@@ -359,6 +367,7 @@ impl<D: DiskIo> Reader<D> {
             window: AlignedBuf::empty(),
             window_at: pos,
             window_visible: 0,
+            window_next: WINDOW_MIN,
         });
         Ok(())
     }
@@ -393,7 +402,7 @@ async fn fill<D: DiskIo>(
         return Ok(());
     }
     seg.window_visible = visible;
-    let want = need.max(WINDOW);
+    let want = need.max(seg.window_next);
     seg.window_at = seg.pos;
     if inner
         .direct
@@ -403,6 +412,7 @@ async fn fill<D: DiskIo>(
         // Held bytes end where the last group ended: nothing past them to read.
         return Ok(());
     }
+    seg.window_next = (seg.window_next * 2).min(WINDOW_MAX);
     // Read straight into the window's buffer. It is kept at its full length between reads, so
     // making it `want` bytes long again zeroes nothing after a full read.
     let mut buf = std::mem::take(&mut seg.window);
