@@ -29,24 +29,13 @@ struct Args {
     /// Clustered mode: every member's raft address as `ID=HOST:PORT`, this node's included
     /// (it listens there for its peers), comma-separated or repeated. The node with the lowest
     /// id makes them the cluster the first time.
-    #[arg(long, value_delimiter = ',', value_parser = parse_peer, requires = "node_id")]
+    #[arg(long, value_delimiter = ',', value_parser = wal_raft::net::parse_peer, requires = "node_id")]
     peers: Vec<(u64, String)>,
     /// Clustered mode: raft entries between snapshots. A snapshot syncs every partition and
     /// lets the raft log before it be purged; after a restart, entries after the last snapshot
     /// are applied again (a partition skips those it holds).
     #[arg(long, default_value_t = logd::cluster::SNAPSHOT_EVERY, requires = "node_id")]
     snapshot_every: u64,
-}
-
-fn parse_peer(s: &str) -> Result<(u64, String), String> {
-    let (id, addr) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not ID=HOST:PORT"))?;
-    let id = id
-        .trim()
-        .parse()
-        .map_err(|e| format!("`{id}` is not a node id: {e}"))?;
-    Ok((id, addr.trim().to_owned()))
 }
 
 fn main() -> std::process::ExitCode {

@@ -32,6 +32,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
+/// Parses a member of a cluster given as `ID=HOST:PORT` (as the nodes' `--peer` and `--peers`
+/// options take them).
+///
+/// # Errors
+///
+/// A message saying what is wrong with `s`.
+pub fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not ID=HOST:PORT"))?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{id}` is not a node id: {e}"))?;
+    Ok((id, addr.trim().to_owned()))
+}
+
 /// Largest frame accepted: a snapshot chunk or a batch of entries fits well inside it.
 const FRAME_MAX: usize = 64 << 20;
 

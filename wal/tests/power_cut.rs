@@ -26,18 +26,29 @@ const BEFORE: u64 = 200;
 /// A task that is still acknowledged this many appends after the fault has not been stopped.
 const CAP: u64 = 5_000;
 
-fn eio_poisons(backend: &str) {
-    let label = format!("wal-eio-{}", backend.replace('+', "-"));
-    if common::backend(backend).is_none() {
-        return;
-    }
+/// A power-cutting filesystem mounted in a scratch directory for a test on `backend`, or
+/// `None` (with a printed skip) where the backend or FUSE is not available.
+fn mounted(test: &str, backend: &str) -> Option<(ScratchDir, PowerCutFs)> {
+    let label = format!("wal-{test}-{}", backend.replace('+', "-"));
+    common::backend(backend)?;
     let scratch = ScratchDir::new(&label);
     let at = scratch.path().join("mnt");
     std::fs::create_dir_all(&at).unwrap();
-    let fs = match PowerCutFs::mount(&at) {
-        Ok(fs) => Arc::new(fs),
-        Err(reason) => return report_skip(&label, &reason),
+    match PowerCutFs::mount(&at) {
+        Ok(fs) => Some((scratch, fs)),
+        Err(reason) => {
+            report_skip(&label, &reason);
+            None
+        }
+    }
+}
+
+fn eio_poisons(backend: &str) {
+    let Some((_scratch, fs)) = mounted("eio", backend) else {
+        return;
     };
+    let fs = Arc::new(fs);
+    let at = fs.path().to_path_buf();
     let dir = at.join("log");
     let opts = WalOptions::new()
         .segment_bytes(256 << 10)
@@ -146,17 +157,10 @@ fn sync_eio_poisons_uring_direct_io() {
 
 /// Every durability mode on a filesystem that refuses `fallocate`, on `backend`.
 fn without_fallocate(backend: &str) {
-    let label = format!("wal-no-fallocate-{}", backend.replace('+', "-"));
-    if common::backend(backend).is_none() {
+    let Some((_scratch, fs)) = mounted("no-fallocate", backend) else {
         return;
-    }
-    let scratch = ScratchDir::new(&label);
-    let at = scratch.path().join("mnt");
-    std::fs::create_dir_all(&at).unwrap();
-    let fs = match PowerCutFs::mount(&at) {
-        Ok(fs) => fs,
-        Err(reason) => return report_skip(&label, &reason),
     };
+    let at = fs.path().to_path_buf();
     fs.refuse_fallocate(true);
     let modes = [
         ("sync", Durability::Sync),

@@ -205,6 +205,14 @@ fn attr(ino: u64, node: &Node) -> FileAttr {
     }
 }
 
+/// Answers `reply` with `res`.
+fn empty(reply: ReplyEmpty, res: Result<(), i32>) {
+    match res {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 /// Every open file is in FUSE's direct-I/O mode: no page cache to survive a power cut.
 const OPEN_FLAGS: u32 = fuser::consts::FOPEN_DIRECT_IO;
 
@@ -213,9 +221,13 @@ impl Fuse {
         lock(&self.model)
     }
 
-    /// Whether `req` comes from a fenced process.
-    fn fenced(&self, req: &Request<'_>) -> bool {
-        self.model().fenced.contains(&req.pid())
+    /// The model, for a request that changes it: `EIO` for a fenced process.
+    fn change(&self, req: &Request<'_>) -> Result<MutexGuard<'_, Model>, i32> {
+        let model = self.model();
+        if model.fenced.contains(&req.pid()) {
+            return Err(libc::EIO);
+        }
+        Ok(model)
     }
 
     fn entry(&self, ino: Result<u64, i32>, reply: ReplyEntry) {
@@ -259,10 +271,10 @@ impl Filesystem for Fuse {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        if self.fenced(req) {
-            return reply.error(libc::EIO);
-        }
-        let mut model = self.model();
+        let mut model = match self.change(req) {
+            Ok(m) => m,
+            Err(e) => return reply.error(e),
+        };
         if let Some(len) = size
             && let Err(e) = model.set_len(ino, len)
         {
@@ -284,13 +296,12 @@ impl Filesystem for Fuse {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        if self.fenced(req) {
-            return reply.error(libc::EIO);
-        }
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(libc::EPERM);
         }
-        let ino = self.model().make(parent, name, false);
+        let ino = self
+            .change(req)
+            .and_then(|mut m| m.make(parent, name, false));
         self.entry(ino, reply);
     }
 
@@ -303,31 +314,26 @@ impl Filesystem for Fuse {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        if self.fenced(req) {
-            return reply.error(libc::EIO);
-        }
-        let ino = self.model().make(parent, name, true);
+        let ino = self
+            .change(req)
+            .and_then(|mut m| m.make(parent, name, true));
         self.entry(ino, reply);
     }
 
     fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        if self.fenced(req) {
-            return reply.error(libc::EIO);
-        }
-        match self.model().remove(parent, name, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(
+            reply,
+            self.change(req)
+                .and_then(|mut m| m.remove(parent, name, false)),
+        );
     }
 
     fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        if self.fenced(req) {
-            return reply.error(libc::EIO);
-        }
-        match self.model().remove(parent, name, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(
+            reply,
+            self.change(req)
+                .and_then(|mut m| m.remove(parent, name, true)),
+        );
     }
 
     fn rename(
@@ -340,20 +346,14 @@ impl Filesystem for Fuse {
         flags: u32,
         reply: ReplyEmpty,
     ) {
-        if self.fenced(req) {
-            return reply.error(libc::EIO);
-        }
         if flags & !libc::RENAME_NOREPLACE != 0 {
             return reply.error(libc::EINVAL);
         }
         let no_replace = flags & libc::RENAME_NOREPLACE != 0;
-        match self
-            .model()
-            .rename(parent, name, newparent, newname, no_replace)
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let res = self
+            .change(req)
+            .and_then(|mut m| m.rename(parent, name, newparent, newname, no_replace));
+        empty(reply, res);
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
@@ -373,13 +373,13 @@ impl Filesystem for Fuse {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        if self.fenced(req) {
-            return reply.error(libc::EIO);
-        }
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(libc::EPERM);
         }
-        let mut model = self.model();
+        let mut model = match self.change(req) {
+            Ok(m) => m,
+            Err(e) => return reply.error(e),
+        };
         match model
             .make(parent, name, false)
             .and_then(|ino| model.node(ino).map(|n| attr(ino, n)))
@@ -419,10 +419,10 @@ impl Filesystem for Fuse {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        if self.fenced(req) {
-            return reply.error(libc::EIO);
-        }
-        match self.model().write(ino, offset.max(0) as u64, data) {
+        match self
+            .change(req)
+            .and_then(|mut m| m.write(ino, offset.max(0) as u64, data))
+        {
             Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
             Err(e) => reply.error(e),
         }
@@ -430,17 +430,11 @@ impl Filesystem for Fuse {
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _owner: u64, reply: ReplyEmpty) {
         // close(2) makes nothing durable.
-        reply.ok();
+        empty(reply, Ok(()));
     }
 
     fn fsync(&mut self, req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
-        if self.fenced(req) {
-            return reply.error(libc::EIO);
-        }
-        match self.model().fsync(ino) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(reply, self.change(req).and_then(|mut m| m.fsync(ino)));
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
@@ -492,13 +486,7 @@ impl Filesystem for Fuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if self.fenced(req) {
-            return reply.error(libc::EIO);
-        }
-        match self.model().fsyncdir(ino) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(reply, self.change(req).and_then(|mut m| m.fsyncdir(ino)));
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
@@ -519,15 +507,10 @@ impl Filesystem for Fuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        if self.fenced(req) {
-            return reply.error(libc::EIO);
-        }
-        match self
-            .model()
-            .fallocate(ino, offset.max(0) as u64, length.max(0) as u64, mode)
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let (offset, length) = (offset.max(0) as u64, length.max(0) as u64);
+        let res = self
+            .change(req)
+            .and_then(|mut m| m.fallocate(ino, offset, length, mode));
+        empty(reply, res);
     }
 }

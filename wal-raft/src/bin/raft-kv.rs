@@ -36,7 +36,7 @@ struct Args {
     #[arg(long)]
     dir: PathBuf,
     /// A member of the cluster, `ID=HOST:PORT`; repeat for each (this node included).
-    #[arg(long = "peer", value_parser = parse_peer, required = true)]
+    #[arg(long = "peer", value_parser = wal_raft::net::parse_peer, required = true)]
     peers: Vec<(NodeId, String)>,
     /// Make the peers the cluster's members (once, on one node; a no-op after).
     #[arg(long)]
@@ -53,16 +53,6 @@ struct Args {
     /// every this many seconds; 0 never.
     #[arg(long, default_value_t = 0)]
     stats_every: u64,
-}
-
-fn parse_peer(s: &str) -> Result<(NodeId, String), String> {
-    let (id, addr) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not ID=HOST:PORT"))?;
-    let id = id
-        .parse()
-        .map_err(|e| format!("`{id}` is not a node id: {e}"))?;
-    Ok((id, addr.to_owned()))
 }
 
 fn main() -> std::process::ExitCode {
