@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use conformance::crash::Sweep;
 use conformance::{CrashDisk, CrashMode, Rng};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
@@ -88,6 +89,7 @@ async fn open(disk: &CrashDisk) -> LogStore<KvConfig, CrashDisk> {
         .unwrap()
 }
 
+#[derive(Clone)]
 struct Done {
     acked: Model,
     in_flight: Model,
@@ -258,7 +260,8 @@ fn every_crash_point_of_a_raft_workload_keeps_what_was_flushed_and_saved() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3_000u64);
     let seed = conformance::seed_from_env("DISKIO_SEED");
-    eprintln!("raft store power-loss sweep: DISKIO_SEED={seed}, {target} crash states");
+    let name = "raft store power-loss sweep".to_owned();
+    eprintln!("{name}: DISKIO_SEED={seed}, {target} crash states");
     let mut rng = Rng::new(seed);
     let ops = plan(&mut rng);
     // The log writes with `O_DIRECT` (the default), rewriting the partly filled block it ended
@@ -273,47 +276,32 @@ fn every_crash_point_of_a_raft_workload_keeps_what_was_flushed_and_saved() {
         .enable_all()
         .build()
         .unwrap();
-    let points = rt.block_on(async {
-        let disk = CrashDisk::new().strict_directories();
-        let done = run(&disk, &ops).await;
-        assert!(
-            done.acked.purged.is_some() && done.acked.next > 100,
-            "the workload purges and grows: {:?}",
-            done.acked
-        );
-        disk.ops()
-    });
-    let per_point = target.div_ceil(points).max(1);
-    let (mut states, mut reached) = (0u64, 0u64);
-    rt.block_on(async {
-        for point in 1..=points {
-            let disk = CrashDisk::new().strict_directories();
-            disk.freeze_after(point);
-            let done = run(&disk, &ops).await;
-            if !disk.is_frozen() {
-                continue;
-            }
-            reached += 1;
-            for k in 0..per_point {
-                let crash_seed = rng.next_u64();
-                let mode = modes[(k % modes.len() as u64) as usize];
-                let what = format!("crash after operation {point} of {points}, {mode:?} seed {crash_seed} (DISKIO_SEED={seed})");
-                let crashed = disk.crash_frozen(crash_seed, mode).unwrap();
-                let f = found(crashed, &what).await;
-                check(&f, &done, &what);
-                states += 1;
-            }
-        }
-    });
+    let sweep = Sweep {
+        name: name.clone(),
+        target,
+        seed,
+        modes: &modes,
+    };
+    let report = rt.block_on(sweep.run(
+        |disk| {
+            let ops = &ops;
+            async move { run(&disk, ops).await }
+        },
+        |done, _| async move {
+            assert!(
+                done.acked.purged.is_some() && done.acked.next > 100,
+                "the workload purges and grows: {:?}",
+                done.acked
+            );
+        },
+        |crashed, done, what| async move {
+            let f = found(crashed, &what).await;
+            check(&f, &done, &what);
+        },
+    ));
     eprintln!(
-        "raft store power-loss sweep: {states} crash states at {reached} of {points} crash points: every flushed entry and saved vote kept, no truncated entry back"
-    );
-    assert!(
-        reached * 10 >= points * 9,
-        "most crash points were reached ({reached} of {points})"
-    );
-    assert!(
-        states >= target * 9 / 10,
-        "{states} crash states, wanted {target}"
+        "{name}: {} crash states at {} of {} crash points: every flushed entry and saved vote \
+         kept, no truncated entry back",
+        report.states, report.reached, report.points
     );
 }

@@ -21,6 +21,7 @@ mod common;
 
 use std::path::Path;
 
+use conformance::crash::Sweep;
 use conformance::{CrashDisk, CrashMode, Rng};
 use wal::Wal;
 
@@ -127,7 +128,8 @@ fn every_crash_point_recovers_every_acknowledged_record_with_direct_io() {
 fn sweep(direct: bool, modes: &[CrashMode]) {
     let target = common::env_count("DISKIO_CRASH_STATES", 10_000);
     let seed = conformance::seed_from_env("DISKIO_SEED");
-    eprintln!("power-loss sweep (direct_io {direct}): DISKIO_SEED={seed}, {target} crash states");
+    let name = format!("power-loss sweep (direct_io {direct})");
+    eprintln!("{name}: DISKIO_SEED={seed}, {target} crash states");
     let mut rng = Rng::new(seed);
     let mut batches = Vec::new();
     let mut total = 0;
@@ -140,55 +142,31 @@ fn sweep(direct: bool, modes: &[CrashMode]) {
         .enable_all()
         .build()
         .unwrap();
-    // One clean run counts the operations: the crash points.
-    let points = rt.block_on(async {
-        let disk = CrashDisk::new().strict_directories();
-        workload(&disk, &batches, direct).await;
-        let names = diskio::DiskIo::list_dir(&disk, Path::new("log"))
-            .await
-            .unwrap();
-        assert!(
-            !names.contains(&wal::format::segment_name(1)),
-            "the workload's truncation deleted the first segment: {names:?}"
-        );
-        disk.ops()
-    });
-    let per_point = target.div_ceil(points).max(1);
-    let mut states = 0u64;
-    let mut reached = 0u64;
-    rt.block_on(async {
-        for point in 1..=points {
-            let disk = CrashDisk::new().strict_directories();
-            disk.freeze_after(point);
-            let done = workload(&disk, &batches, direct).await;
-            if !disk.is_frozen() {
-                continue; // this run did fewer operations than the counting one
-            }
-            reached += 1;
-            for k in 0..per_point {
-                let crash_seed = rng.next_u64();
-                let mode = modes[(k % modes.len() as u64) as usize];
-                let what = format!(
-                    "crash after operation {point} of {points}, {mode:?} seed {crash_seed} \
-                     (DISKIO_SEED={seed})"
-                );
-                let crashed = disk.crash_frozen(crash_seed, mode).unwrap();
-                check(crashed, done, direct, &what).await;
-                states += 1;
-            }
-        }
-    });
+    let sweep = Sweep {
+        name: name.clone(),
+        target,
+        seed,
+        modes,
+    };
+    let report = rt.block_on(sweep.run(
+        |disk| {
+            let batches = &batches;
+            async move { workload(&disk, batches, direct).await }
+        },
+        |_, disk| async move {
+            let names = diskio::DiskIo::list_dir(&disk, Path::new("log"))
+                .await
+                .unwrap();
+            assert!(
+                !names.contains(&wal::format::segment_name(1)),
+                "the workload's truncation deleted the first segment: {names:?}"
+            );
+        },
+        |crashed, done, what| async move { check(crashed, done, direct, &what).await },
+    ));
     eprintln!(
-        "power-loss sweep (direct_io {direct}): {states} crash states at {reached} of {points} \
-         crash points, \
-         0 acknowledged records lost, 0 corrupt records returned"
-    );
-    assert!(
-        reached * 10 >= points * 9,
-        "most crash points were reached ({reached} of {points})"
-    );
-    assert!(
-        states >= target * 9 / 10,
-        "{states} crash states, wanted {target}"
+        "{name}: {} crash states at {} of {} crash points, 0 acknowledged records lost, 0 \
+         corrupt records returned",
+        report.states, report.reached, report.points
     );
 }

@@ -7,6 +7,7 @@ mod common;
 
 use std::path::Path;
 
+use conformance::crash::Sweep;
 use conformance::{CrashDisk, CrashMode, Rng};
 use wal::{Wal, WalError};
 
@@ -397,54 +398,36 @@ fn every_crash_point_of_a_rewinding_workload_recovers_with_direct_io() {
 fn rewinding_sweep(direct: bool, modes: &[CrashMode]) {
     let target = common::env_count("DISKIO_CRASH_STATES", 4_000);
     let seed = conformance::seed_from_env("DISKIO_SEED");
-    eprintln!(
-        "rewinding power-loss sweep (direct_io {direct}): DISKIO_SEED={seed}, {target} crash states"
-    );
+    let name = format!("rewinding power-loss sweep (direct_io {direct})");
+    eprintln!("{name}: DISKIO_SEED={seed}, {target} crash states");
     let mut rng = Rng::new(seed);
     let ops = plan(&mut rng);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let points = rt.block_on(async {
-        let disk = CrashDisk::new().strict_directories();
-        let done = run_plan(&disk, &ops, direct).await;
-        assert!(
-            done.acked.next > 100,
-            "the workload ends with a log: {done:?}"
-        );
-        disk.ops()
-    });
-    let per_point = target.div_ceil(points).max(1);
-    let (mut states, mut reached) = (0u64, 0u64);
-    rt.block_on(async {
-        for point in 1..=points {
-            let disk = CrashDisk::new().strict_directories();
-            disk.freeze_after(point);
-            let done = run_plan(&disk, &ops, direct).await;
-            if !disk.is_frozen() {
-                continue;
-            }
-            reached += 1;
-            for k in 0..per_point {
-                let crash_seed = rng.next_u64();
-                let mode = modes[(k % modes.len() as u64) as usize];
-                let what = format!("crash after operation {point} of {points}, {mode:?} seed {crash_seed} (DISKIO_SEED={seed})");
-                let crashed = disk.crash_frozen(crash_seed, mode).unwrap();
-                check_crashed(crashed, &done, direct, &what).await;
-                states += 1;
-            }
-        }
-    });
+    let sweep = Sweep {
+        name: name.clone(),
+        target,
+        seed,
+        modes,
+    };
+    let report = rt.block_on(sweep.run(
+        |disk| {
+            let ops = &ops;
+            async move { run_plan(&disk, ops, direct).await }
+        },
+        |done, _| async move {
+            assert!(
+                done.acked.next > 100,
+                "the workload ends with a log: {done:?}"
+            );
+        },
+        |crashed, done, what| async move { check_crashed(crashed, &done, direct, &what).await },
+    ));
     eprintln!(
-        "rewinding power-loss sweep (direct_io {direct}): {states} crash states at {reached} of {points} crash points, 0 acknowledged records lost, 0 dropped records back"
-    );
-    assert!(
-        reached * 10 >= points * 9,
-        "most crash points were reached ({reached} of {points})"
-    );
-    assert!(
-        states >= target * 9 / 10,
-        "{states} crash states, wanted {target}"
+        "{name}: {} crash states at {} of {} crash points, 0 acknowledged records lost, 0 \
+         dropped records back",
+        report.states, report.reached, report.points
     );
 }

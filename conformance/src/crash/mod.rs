@@ -26,6 +26,9 @@ use diskio::{
 };
 
 mod image;
+mod sweep;
+
+pub use self::sweep::{Sweep, SweepReport};
 
 use self::image::{MemFile, Pending, State, crash_image, write_into};
 
