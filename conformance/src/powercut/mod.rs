@@ -134,11 +134,6 @@ impl PowerCutFs {
         lock(&self.model).injected
     }
 
-    /// How many file and directory syncs reached the filesystem.
-    pub fn syncs(&self) -> u64 {
-        lock(&self.model).syncs
-    }
-
     /// Refuses every later request of process `pid` with `EIO`. Call it for a process killed
     /// before a [`power_cut`](Self::power_cut): a killed process's I/O still in the kernel
     /// (io_uring's workers, for one) can reach the filesystem after it is gone, and must not

@@ -112,7 +112,6 @@ pub(crate) struct Model {
     pub(crate) injected: u64,
     pub(crate) refuse_fallocate: bool,
     pub(crate) fallocates_refused: u64,
-    pub(crate) syncs: u64,
     /// Processes whose requests are refused (killed before a power cut: what their kernel
     /// threads still send would land after the cut).
     pub(crate) fenced: std::collections::HashSet<u32>,
@@ -139,7 +138,6 @@ impl Model {
             injected: 0,
             refuse_fallocate: false,
             fallocates_refused: 0,
-            syncs: 0,
             fenced: std::collections::HashSet::new(),
         }
     }
@@ -328,7 +326,9 @@ impl Model {
     /// A file's sync: its bytes become durable, or (on an injected failure) its unsynced
     /// changes are dropped, as Linux drops dirty pages whose writeback failed.
     pub(crate) fn fsync(&mut self, ino: u64) -> Result<(), Errno> {
-        self.syncs += 1;
+        if let Some(Node::Dir { .. }) = self.nodes.get(&ino) {
+            return self.fsyncdir(ino); // counted once, as a directory sync
+        }
         let fault = self.fault(FaultTarget::Sync);
         match self.nodes.get_mut(&ino) {
             Some(Node::File {
@@ -347,8 +347,7 @@ impl Model {
                 }
                 Ok(())
             }
-            Some(Node::Dir { .. }) => self.fsyncdir(ino),
-            None => Err(libc::ENOENT),
+            Some(Node::Dir { .. }) | None => Err(libc::ENOENT),
         }
     }
 
