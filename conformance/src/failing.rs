@@ -218,9 +218,10 @@ impl<D: DiskIo> DiskIo for FailingDisk<D> {
         self.inner.alignment()
     }
     fn capabilities(&self) -> Capabilities {
-        // The write-then-sync runs as two counted steps here, never linked.
+        // The write-then-sync runs as two counted steps here, never as one operation.
         let mut caps = self.inner.capabilities();
         caps.linked_write_sync = false;
+        caps.dsync_write = false;
         caps
     }
     fn alloc(&self, len: usize) -> Result<AlignedBuf> {

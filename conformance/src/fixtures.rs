@@ -53,6 +53,7 @@ impl<D: DiskIo> DiskIo for Flawed<D> {
     fn capabilities(&self) -> Capabilities {
         let mut caps = self.inner.capabilities();
         caps.linked_write_sync &= self.flaw == Flaw::Control;
+        caps.dsync_write &= self.flaw == Flaw::Control;
         caps
     }
     fn alloc(&self, len: usize) -> Result<AlignedBuf> {

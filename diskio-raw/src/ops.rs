@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use diskio::backend::{
-    FileAccess, IOV_MAX, Linked, OpTimer, RW_MAX, Request, direct_alignment, finish_linked,
-    start_open, write_then_sync,
+    Admitted, FileAccess, IOV_MAX, Linked, OpTimer, RW_MAX, Request, direct_alignment,
+    finish_linked, start_open, write_then_sync,
 };
 use diskio::{
     AlignedBuf, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error, FileId, Op,
@@ -169,14 +169,14 @@ impl RawDisk {
         res
     }
 
-    /// The vectored write, linked to a sync when `sync` is given. Returns the bytes written, and
-    /// for a chain the sync's result.
+    /// The vectored write, made durable as `durable` says. Returns the bytes written, and for a
+    /// linked chain the sync's result.
     async fn writev_chain(
         &self,
         file: Arc<OpenFile>,
         bufs: Vec<AlignedBuf>,
         offset: u64,
-        sync: Option<SyncKind>,
+        durable: Durable,
         timers: Timers,
     ) -> (
         std::result::Result<(i32, i32), std::io::Error>,
@@ -193,22 +193,30 @@ impl RawDisk {
                 .collect(),
         );
         let count = iovecs.0.len() as u32;
+        let rw_flags = match durable {
+            Durable::Dsync(SyncKind::Data) => libc::RWF_DSYNC,
+            Durable::Dsync(SyncKind::All) => libc::RWF_SYNC,
+            Durable::No | Durable::Linked(_) => 0,
+        };
         let write = on_file!(file, |t| opcode::Writev::new(t, iovecs.0.as_ptr(), count)
             .offset(offset)
+            .rw_flags(rw_flags)
             .build());
         let mut chain = Vec::with_capacity(2);
-        let lone = if sync.is_some() {
-            Lone::Sleep
-        } else {
-            Lone::Spin
-        };
-        match sync {
-            Some(kind) => {
+        match durable {
+            Durable::Linked(kind) => {
                 chain.push(write.flags(squeue::Flags::IO_LINK));
                 chain.push(fsync_sqe(&file, kind));
             }
-            None => chain.push(write),
+            Durable::No | Durable::Dsync(_) => chain.push(write),
         }
+        // A durable write waits for the device's flush: its caller sleeps in the kernel at
+        // once rather than polling (measured: polling a RWF_DSYNC write cost 10-25 % of the
+        // IOPS and three times the CPU, see the crate docs).
+        let lone = match durable {
+            Durable::No => Lone::Spin,
+            Durable::Dsync(_) | Durable::Linked(_) => Lone::Sleep,
+        };
         let keep = Keep::Bufs {
             bufs,
             _iovecs: iovecs,
@@ -226,6 +234,52 @@ impl RawDisk {
             Err((e, keep, timers)) => (Err(e), keep.into_bufs(), timers),
         }
     }
+}
+
+impl RawDisk {
+    /// `write_sync_at` as one `WRITEV` with `RWF_DSYNC` (`RWF_SYNC` for [`SyncKind::All`]).
+    /// The kernel syncs the written range before the write completes; on an `O_DIRECT` file over
+    /// written blocks that is a FUA write issued inline, with no worker thread at all.
+    async fn write_dsync(
+        &self,
+        op: Admitted<Arc<OpenFile>>,
+        (id, bufs, offset, kind): (FileId, Vec<AlignedBuf>, u64, SyncKind),
+        sync_timer: OpTimer,
+    ) -> BufResult<usize, Vec<AlignedBuf>> {
+        let total = op.ctx.len.unwrap_or(0);
+        let file = Arc::clone(&op.file);
+        let timers = [Some(Timed::bytes(op.timer, 0)), None];
+        let durable = Durable::Dsync(kind);
+        let (out, bufs, timers) = self.writev_chain(file, bufs, offset, durable, timers).await;
+        let [Some(write_timer), None] = timers else {
+            // One was given; the slot hands back what it was given.
+            return (Err(Error::Shutdown { ctx: op.ctx }), bufs);
+        };
+        let ctx = op.ctx;
+        let outcome = match out {
+            Err(e) => Linked::WriteFailed(shutdown_or_io(ctx, e)),
+            // The write or the sync it carries failed (the errno tells which, the context names
+            // the write): either way nothing is known durable.
+            Ok((res, _)) if res < 0 => Linked::WriteFailed(op.file.errno(ctx, -res)),
+            // A short write synced what it wrote; the rest is written and synced again.
+            Ok((written, _)) if written as u64 != total => Linked::Short(written as usize),
+            Ok(_) => Linked::Synced,
+        };
+        let timers = (write_timer.into_timer(), sync_timer);
+        finish_linked(self, outcome, timers, (id, bufs, offset, kind)).await
+    }
+}
+
+/// How [`RawDisk::writev_chain`] makes its write durable.
+#[derive(Debug, Clone, Copy)]
+enum Durable {
+    /// It does not: a plain write.
+    No,
+    /// One `WRITEV` with `RWF_DSYNC` (or `RWF_SYNC` for [`SyncKind::All`]): the kernel syncs
+    /// the written range before it completes.
+    Dsync(SyncKind),
+    /// `WRITEV` linked to an `FSYNC`.
+    Linked(SyncKind),
 }
 
 fn fsync_sqe(file: &OpenFile, kind: SyncKind) -> squeue::Entry {
@@ -255,7 +309,8 @@ impl DiskIo for RawDisk {
 
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::default();
-        caps.linked_write_sync = true;
+        caps.linked_write_sync = self.inner.linked_sync;
+        caps.dsync_write = !self.inner.linked_sync;
         caps.fixed_buffers = self.inner.fixed.is_some();
         caps.registered_files = self.inner.setup.registered_files > 0;
         caps.direct_io = true;
@@ -301,7 +356,7 @@ impl DiskIo for RawDisk {
         }
         let timers = [Some(Timed::bytes(op.timer, 0)), None];
         let (out, bufs, timers) = self
-            .writev_chain(Arc::clone(&op.file), bufs, offset, None, timers)
+            .writev_chain(Arc::clone(&op.file), bufs, offset, Durable::No, timers)
             .await;
         let res = match out {
             Ok((n, _)) if n >= 0 => Ok(n as usize),
@@ -390,12 +445,17 @@ impl DiskIo for RawDisk {
             return write_then_sync(self, file, bufs, offset, kind).await;
         }
         let sync_timer = self.inner.stats.start(Op::Sync);
+        if !self.inner.linked_sync {
+            let args = (file, bufs, offset, kind);
+            return self.write_dsync(op, args, sync_timer).await;
+        }
         let f = Arc::clone(&op.file);
         let timers = [
             Some(Timed::bytes(op.timer, 0)),
             Some(Timed::plain(sync_timer, 1)),
         ];
-        let (out, bufs, timers) = self.writev_chain(f, bufs, offset, Some(kind), timers).await;
+        let durable = Durable::Linked(kind);
+        let (out, bufs, timers) = self.writev_chain(f, bufs, offset, durable, timers).await;
         let [Some(write_timer), Some(sync_timer)] = timers else {
             // Both were given; the slot hands back what it was given.
             return (Err(Error::Shutdown { ctx: op.ctx }), bufs);

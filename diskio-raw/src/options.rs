@@ -24,6 +24,7 @@ pub struct RawOptions {
     pub(crate) alignment: usize,
     pub(crate) spin: std::time::Duration,
     pub(crate) lone_wait: std::time::Duration,
+    pub(crate) linked_sync: bool,
     pub(crate) thread_name: String,
 }
 
@@ -48,6 +49,7 @@ impl RawOptions {
             alignment: 4096,
             spin: std::time::Duration::from_micros(100),
             lone_wait: std::time::Duration::from_millis(1),
+            linked_sync: false,
             thread_name: "diskio-raw".to_owned(),
         }
     }
@@ -115,6 +117,20 @@ impl RawOptions {
     /// runtime this sleep is skipped. 0 disables it.
     pub fn lone_wait(mut self, wait: std::time::Duration) -> Self {
         self.lone_wait = wait;
+        self
+    }
+
+    /// Makes [`write_sync_at`](diskio::DiskIo::write_sync_at) a `WRITEV` linked to an `FSYNC`
+    /// (two operations in one submission) instead of the default, one `WRITEV` with
+    /// `RWF_DSYNC` (`RWF_SYNC` for [`SyncKind::All`](diskio::SyncKind::All)).
+    ///
+    /// The default is the faster: the kernel always runs an `FSYNC` on one of its worker
+    /// threads, one more hand-off, while a `RWF_DSYNC` write syncs in the submitting context
+    /// (on an `O_DIRECT` file over written blocks, as one FUA write). Measured here, 4 KiB at
+    /// queue depth 1 on ext4: the linked chain gave 0.68-0.73x the IOPS of a thread calling
+    /// `pwrite` and `fdatasync`, the `RWF_DSYNC` write 0.90-0.91x. Both are equally durable.
+    pub fn linked_sync(mut self, linked: bool) -> Self {
+        self.linked_sync = linked;
         self
     }
 

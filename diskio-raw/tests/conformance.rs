@@ -19,6 +19,13 @@ mod dyn_form {
     conformance::suite!(make());
 }
 
+mod linked_sync {
+    // `write_sync_at` as a WRITEV linked to an FSYNC instead of one RWF_DSYNC write.
+    conformance::suite!(diskio_raw::RawDisk::new(
+        diskio_raw::RawOptions::new().linked_sync(true)
+    ));
+}
+
 mod squeezed {
     // Four ring entries, two operations in flight, nothing registered: the submission queue
     // fills, callers wait for permits, and every operation uses plain descriptors and opcodes.

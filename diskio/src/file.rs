@@ -296,8 +296,12 @@ impl DirectAlignment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Capabilities {
-    /// `write_sync_at` is one linked kernel submission rather than a write and then a sync.
+    /// `write_sync_at` is one linked kernel submission (a write, then a sync) rather than a
+    /// write and then a sync submitted apart.
     pub linked_write_sync: bool,
+    /// `write_sync_at` is one write that the kernel makes durable itself before it completes
+    /// (`RWF_DSYNC`, or `RWF_SYNC` for [`SyncKind::All`]): no separate sync at all.
+    pub dsync_write: bool,
     /// Buffers from the backend's pool are registered with the kernel (fixed buffers).
     pub fixed_buffers: bool,
     /// Files are registered with the kernel (fixed files).

@@ -410,14 +410,21 @@ impl Filesystem for Fuse {
         offset: i64,
         data: &[u8],
         _write_flags: u32,
-        _flags: i32,
+        flags: i32,
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        match self
-            .change(req)
-            .and_then(|mut m| m.write(ino, offset.max(0) as u64, data))
-        {
+        // A write with `RWF_DSYNC`/`RWF_SYNC` (or to a file opened `O_DSYNC`/`O_SYNC`) reaches a
+        // FUSE filesystem with `O_DSYNC` in its flags, and no separate sync: the filesystem
+        // makes it durable itself, as the kernel does for a local one.
+        let dsync = flags & libc::O_DSYNC != 0;
+        match self.change(req).and_then(|mut m| {
+            let n = m.write(ino, offset.max(0) as u64, data)?;
+            if dsync {
+                m.fsync(ino)?;
+            }
+            Ok(n)
+        }) {
             Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
             Err(e) => reply.error(e),
         }

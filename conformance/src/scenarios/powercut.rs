@@ -193,10 +193,21 @@ pub async fn power_cut_direct_writes<D: DiskIo>(cx: &Cx<D>) -> Outcome {
         Err(e) => return Outcome::Skipped(format!("O_DIRECT refused on the FUSE mount: {e}")),
     };
     disk.sync_dir(fs.path()).await.expect("sync_dir");
-    let data = pattern(30, 16384);
+    let mut data = pattern(30, 16384);
     write_all(disk, f, 0, &data).await;
     disk.fsync(f, SyncKind::Data).await.expect("fsync");
-    write_all(disk, f, 16384, &pattern(31, 4096)).await; // never synced
+    // The WAL's path: a durable write of whole blocks (one RWF_DSYNC write where the backend
+    // can), of each kind.
+    for (i, kind) in [SyncKind::Data, SyncKind::All].into_iter().enumerate() {
+        let block = pattern(32 + i as u64, 4096);
+        let at = data.len() as u64;
+        let (res, _) = disk
+            .write_sync_at(f, vec![buf_of(disk, &block)], at, kind)
+            .await;
+        assert_eq!(res.expect("write_sync_at on an O_DIRECT file"), 4096);
+        data.extend_from_slice(&block);
+    }
+    write_all(disk, f, data.len() as u64, &pattern(31, 4096)).await; // never synced
     disk.close(f).await.expect("close");
     let cut = fs.power_cut(Cut::clean(4));
     assert_bytes_eq(
