@@ -23,12 +23,34 @@ impl BlockingDisk {
         T: Send + 'static,
         B: Default + Send + 'static,
     {
+        self.submit_where(ctx, bufs, false, job).await
+    }
+
+    /// As [`submit`](Self::submit); with `here_if_alone`, a job alone in the queue may run on
+    /// this thread ([`Slot::run_here_if_alone`](crate::pool::Slot::run_here_if_alone)).
+    async fn submit_where<T, B>(
+        &self,
+        ctx: Context,
+        bufs: B,
+        here_if_alone: bool,
+        job: impl FnOnce(B, Context) -> (Result<T>, B) + Send + 'static,
+    ) -> (Result<T>, B)
+    where
+        T: Send + 'static,
+        B: Default + Send + 'static,
+    {
         let slot = match self.inner.pool.slot().await {
             Ok(slot) => slot,
             Err(_) => return (Err(Error::Shutdown { ctx }), bufs),
         };
         let shutdown_ctx = ctx.clone();
-        match slot.run(move || job(bufs, ctx)).await {
+        let job = move || job(bufs, ctx);
+        let out = if here_if_alone {
+            slot.run_here_if_alone(job).await
+        } else {
+            slot.run(job).await
+        };
+        match out {
             Ok(out) => out,
             // The worker died with the buffers: nothing to give back but an empty value.
             Err(_) => (Err(Error::Shutdown { ctx: shutdown_ctx }), B::default()),
@@ -130,7 +152,7 @@ impl DiskIo for BlockingDisk {
         let (op, bufs) = diskio::admitted!(self.inner.files.admit(&self.inner.stats, req, bufs));
         let (f, timer) = (op.file, op.timer);
         let sync_timer = self.inner.stats.start(Op::Sync);
-        self.submit(op.ctx, bufs, move |bufs, ctx| {
+        self.submit_where(op.ctx, bufs, true, move |bufs, ctx| {
             let out = write::writev_all_then_sync(&f, bufs, offset, kind, ctx);
             timer.finish(&out.0, |&n| n as u64);
             sync_timer.finish(&out.0, |_| 0);
@@ -143,12 +165,12 @@ impl DiskIo for BlockingDisk {
         let req = Request::new(Op::Sync, file);
         let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
         let (f, timer) = (op.file, op.timer);
-        self.submit_plain(op.ctx, move |ctx| {
+        let job = move |(), ctx| {
             let res = sync::fsync(&f, kind, ctx);
             timer.finish(&res, |_| 0);
-            res
-        })
-        .await
+            (res, ())
+        };
+        self.submit_where(op.ctx, (), true, job).await.0
     }
 
     async fn preallocate(&self, file: FileId, offset: u64, len: u64) -> Result<()> {
