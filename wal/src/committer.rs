@@ -2,6 +2,7 @@
 //! write (and in `Sync` mode one sync), moves the watermarks and wakes the appenders; while it
 //! writes, the next group gathers. It exists while there is work.
 
+use std::pin::Pin;
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
@@ -61,14 +62,17 @@ impl<D: DiskIo> Inner<D> {
                 handle.spawn(Self::commit_loop(CommitterGuard::new(inner)));
                 Ok(())
             }
-            Err(_) => {
-                let cause = Arc::new(diskio::Error::Unsupported {
-                    reason: "the WAL must be called from within a Tokio runtime".to_owned(),
-                });
-                inner.poison_with(cause.clone());
-                Err(WalError::Poisoned { cause })
-            }
+            Err(_) => Err(inner.no_runtime()),
         }
+    }
+
+    /// Poisons the log because a committer cannot be spawned here.
+    fn no_runtime(&self) -> WalError {
+        let cause = Arc::new(diskio::Error::Unsupported {
+            reason: "the WAL must be called from within a Tokio runtime".to_owned(),
+        });
+        self.poison_with(cause.clone());
+        WalError::Poisoned { cause }
     }
 
     /// The committer: takes groups from the queue and writes (and syncs) them, one after the
@@ -337,6 +341,49 @@ impl<D: DiskIo> Inner<D> {
         *inner.ticker.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(thread.thread().clone());
         Ok(())
+    }
+}
+
+/// A committer run by the appender that found the log idle, inside that appender's own future,
+/// so that a lone writer's commit takes no spawn and no hand-off between tasks: the disk's
+/// completion wakes the appender itself (see [`Wal::append`](crate::Wal::append)).
+///
+/// When the appender's records are durable and the committer still has work (records other
+/// tasks queued meanwhile), or when the appender's future is dropped mid-commit, the rest runs
+/// on as a spawned task: dropping this spawns it. Nothing is lost either way.
+pub(crate) struct LedCommitter<D: DiskIo> {
+    inner: Arc<Inner<D>>,
+    run: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl<D: DiskIo> LedCommitter<D> {
+    /// A committer for `inner`, whose `committing` flag the caller has just set.
+    pub(crate) fn new(inner: &Arc<Inner<D>>) -> Self {
+        let run = Inner::commit_loop(CommitterGuard::new(inner));
+        Self {
+            inner: Arc::clone(inner),
+            run: Some(Box::pin(run)),
+        }
+    }
+
+    /// Runs the committer until it waits for the disk or runs out of work.
+    pub(crate) fn poll(&mut self, cx: &mut std::task::Context<'_>) {
+        if let Some(run) = self.run.as_mut() {
+            if run.as_mut().poll(cx).is_ready() {
+                self.run = None;
+            }
+        }
+    }
+}
+
+impl<D: DiskIo> Drop for LedCommitter<D> {
+    fn drop(&mut self) {
+        let Some(run) = self.run.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn(run)),
+            // Dropping `run` poisons too (its guard), after this more telling cause.
+            Err(_) => drop(self.inner.no_runtime()),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use diskio::DiskIo;
 
+use crate::committer::LedCommitter;
 use crate::direct::{DirectCache, direct_works, reopen_direct};
 use crate::error::{Result, WalError};
 use crate::format::frame_len;
@@ -23,8 +24,10 @@ use crate::{Lsn, WalStats};
 /// Cloning is cheap and every clone appends to the same log; futures are `Send`. Appends from
 /// any number of tasks are gathered into groups: while one group is being written and synced,
 /// the next one gathers, so the group grows with the load and no timer is needed. The committer
-/// is a Tokio task that exists while there is work, spawned on the runtime of the append that
-/// found it idle (so calls must come from within a Tokio runtime).
+/// exists while there is work: a durable append that finds it idle runs it inside its own
+/// future until its record is durable (no spawn, no hand-off: see [`append`](Self::append));
+/// otherwise, and for the work left after that, it is a Tokio task spawned on the runtime of
+/// the call (so calls must come from within a Tokio runtime).
 pub struct Wal<D: DiskIo> {
     inner: Arc<Inner<D>>,
 }
@@ -126,10 +129,18 @@ impl<D: DiskIo> Wal<D> {
     /// # Errors
     ///
     /// [`WalError::RecordTooLarge`], [`WalError::Poisoned`], [`WalError::Closed`].
+    ///
+    /// In `Sync` mode, an append that finds the log idle commits its group itself, inside its
+    /// own future: no task is spawned and the disk's completion wakes the appender directly,
+    /// which is what brings a lone writer to the disk's floor. Appends that come meanwhile join
+    /// the next group; once this append's record is durable, any work left goes on in a spawned
+    /// task (as it does if this future is dropped mid-commit: nothing is lost).
     pub async fn append(&self, record: &[u8]) -> Result<Lsn> {
-        let lsn = self.append_nowait(record).await?;
+        let (lsn, started) = self.enqueue(record).await?;
         if self.inner.opts.durability == Durability::Sync {
-            self.wait_durable(lsn).await?;
+            self.wait_leading(lsn, started).await?;
+        } else if started {
+            Inner::spawn_committer(&self.inner)?;
         }
         Ok(lsn)
     }
@@ -146,19 +157,14 @@ impl<D: DiskIo> Wal<D> {
         for r in records {
             self.check_size(r.len())?;
         }
-        let mut last = None;
-        for r in records {
-            last = Some(self.append_nowait(r).await?);
+        let Some((last, rest)) = records.split_last() else {
+            return Ok(self.inner.lock().next_lsn - 1);
+        };
+        for r in rest {
+            // A committer started here must run at once: a later record may wait for room.
+            self.append_nowait(r).await?;
         }
-        match last {
-            Some(lsn) => {
-                if self.inner.opts.durability == Durability::Sync {
-                    self.wait_durable(lsn).await?;
-                }
-                Ok(lsn)
-            }
-            None => Ok(self.inner.lock().next_lsn - 1),
-        }
+        self.append(last).await
     }
 
     /// Queues a record and returns its LSN without waiting for it to be written; waits only
@@ -169,24 +175,50 @@ impl<D: DiskIo> Wal<D> {
     ///
     /// [`WalError::RecordTooLarge`], [`WalError::Poisoned`], [`WalError::Closed`].
     pub async fn append_nowait(&self, record: &[u8]) -> Result<Lsn> {
+        let (lsn, started) = self.enqueue(record).await?;
+        if started {
+            Inner::spawn_committer(&self.inner)?;
+        }
+        Ok(lsn)
+    }
+
+    /// Queues the record, waiting while the queue is full; returns its LSN and whether the
+    /// committer was idle, in which case the caller must run one (it is marked running).
+    async fn enqueue(&self, record: &[u8]) -> Result<(Lsn, bool)> {
         self.check_size(record.len())?;
         let frame = frame_len(record.len());
         // The fast path: room in the queue, no waiting machinery.
-        if let Some(lsn) = self.try_enqueue(record, frame)? {
-            return Ok(lsn);
+        if let Some(queued) = self.try_enqueue(record, frame)? {
+            return Ok(queued);
         }
         loop {
             let mut space = pin!(self.inner.space.notified());
             space.as_mut().enable();
-            if let Some(lsn) = self.try_enqueue(record, frame)? {
-                return Ok(lsn);
+            if let Some(queued) = self.try_enqueue(record, frame)? {
+                return Ok(queued);
             }
             space.await;
         }
     }
 
-    /// Queues the record if there is room; starts the committer if it is idle.
-    fn try_enqueue(&self, record: &[u8], frame: usize) -> Result<Option<Lsn>> {
+    /// Waits until `lsn` is durable, running the committer inside this future first if the
+    /// caller `started` it ([`LedCommitter`]).
+    async fn wait_leading(&self, lsn: Lsn, started: bool) -> Result<()> {
+        if !started {
+            return self.wait_durable(lsn).await;
+        }
+        let mut committer = LedCommitter::new(&self.inner);
+        let mut durable = pin!(self.wait_durable(lsn));
+        std::future::poll_fn(|cx| {
+            committer.poll(cx);
+            durable.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Queues the record if there is room: its LSN, and whether the committer was idle (it is
+    /// then marked running, and the caller must start it).
+    fn try_enqueue(&self, record: &[u8], frame: usize) -> Result<Option<(Lsn, bool)>> {
         let inner = &self.inner;
         let mut st = inner.lock();
         st.usable()?;
@@ -209,10 +241,7 @@ impl<D: DiskIo> Wal<D> {
         st.committing = true;
         drop(st);
         inner.counters.appends.fetch_add(1, Ordering::Relaxed);
-        if start {
-            Inner::spawn_committer(inner)?;
-        }
-        Ok(Some(lsn))
+        Ok(Some((lsn, start)))
     }
 
     /// Waits until every record up to `lsn` is durable.
@@ -263,13 +292,10 @@ impl<D: DiskIo> Wal<D> {
             st.sync_wanted = true;
             let start = !st.committing;
             st.committing = true;
-            drop(st);
-            if start {
-                Inner::spawn_committer(&self.inner)?;
-            }
-            last
+            (last, start)
         };
-        self.wait_durable(last).await?;
+        let (last, started) = last;
+        self.wait_leading(last, started).await?;
         Ok(last)
     }
 

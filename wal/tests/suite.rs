@@ -12,7 +12,7 @@ use wal::{Wal, WalError, WalOptions};
 
 mod common;
 
-use common::{payload, raw_or_blocking, read_all, small, uring_or_blocking};
+use common::{opts, payload, raw_or_blocking, read_all, small, uring_or_blocking};
 
 /// Appends, reads back, closes, reopens: the same records, and appends continue the LSNs.
 async fn round_trip_and_reopen<D: DiskIo + Clone>(disk: D, dir: &Path, opts: WalOptions) {
@@ -352,4 +352,53 @@ fn futures_are_send(
     send(r.next());
     send(Wal::open(CrashDisk::new(), "x", WalOptions::new()));
     send(a.clone().close());
+}
+
+/// A durable append that finds the log idle commits inside its own future. Dropped after its
+/// first poll, while its group is on the disk, the commit goes on in a spawned task: the record
+/// becomes durable, and the next appends (and a sync) are not left waiting for a committer that
+/// was dropped.
+#[test]
+fn an_append_dropped_while_it_commits_loses_nothing() {
+    let scratch = ScratchDir::new("wal-led-drop");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let disk = diskio_blocking::BlockingDisk::with_defaults().unwrap();
+        let dir = scratch.path().join("log");
+        let (log, _) = Wal::open(disk.clone(), &dir, opts()).await.unwrap();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let (mut dropped, mut appended) = (0, 0u64);
+        for i in 0..20u64 {
+            let data = payload(i, 100);
+            let mut append = Box::pin(log.append(&data));
+            // The blocking backend answers from another thread, after the write and its
+            // fdatasync: the first poll, which starts the commit here, cannot see it done.
+            match append.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(lsn) => assert_eq!(lsn.unwrap(), i + 1),
+                std::task::Poll::Pending => dropped += 1,
+            }
+            drop(append);
+            appended += 1;
+            // The next append queues behind the detached commit, or leads a new one.
+            assert_eq!(log.append(&payload(i, 7)).await.unwrap(), appended + 1);
+            appended += 1;
+        }
+        assert!(dropped > 0, "no append was dropped mid-commit");
+        assert_eq!(log.sync().await.unwrap(), appended);
+        let got = read_all(&log, 1).await;
+        let want: Vec<_> = (0..20u64)
+            .flat_map(|i| [payload(i, 100), payload(i, 7)])
+            .enumerate()
+            .map(|(k, d)| (k as u64 + 1, d))
+            .collect();
+        assert_eq!(got, want, "{dropped} of 20 appends dropped mid-commit");
+        log.close().await.unwrap();
+        let (log, report) = Wal::open(disk, &dir, opts()).await.unwrap();
+        assert_eq!((report.next_lsn, report.cut), (41, None));
+        log.close().await.unwrap();
+    });
 }
