@@ -15,9 +15,10 @@
 //! - **A lone durable operation runs on its caller's thread.** An `fsync` or `write_sync_at`
 //!   that is alone in flight, called from a worker of a multi-thread Tokio runtime, makes its
 //!   system calls right there: a sync outlasts any spin, and the hand-off to a worker and the
-//!   wake-up back cost tens of µs on a virtual machine. With it the WAL's durable single writer
-//!   went from 0.65-0.73x to 0.78-0.92x the best peer WAL's records/s, at 56-59 µs of CPU per
-//!   record instead of 150-160. [`BlockingOptions::lone_sync_here`] turns it off.
+//!   wake-up back cost tens of µs on a virtual machine. With it (and the WAL's own change of
+//!   the same release) the WAL's durable single writer went from 0.72-0.80x to 0.91-1.21x the
+//!   best peer WAL's records/s, p50 0.93-1.12x a thread's own `pwrite` + `fdatasync`, at 47-50
+//!   µs of CPU per record instead of 139-164. [`BlockingOptions::lone_sync_here`] turns it off.
 //! - **Cancellation**: dropping a future does not cancel its job. A queued or running job runs to
 //!   the end (a dropped write still lands) and its buffers are freed on the worker.
 //! - **`O_DIRECT`**: the file's alignment comes from `statx(STATX_DIOALIGN)` at open (4096 if the
