@@ -43,8 +43,11 @@ impl UringDisk {
             return Err(None);
         };
         let flight = Flight::enter(&self.inner.in_flight);
-        let queue = &self.inner.executors[executor].jobs;
-        if let Err(mpsc::error::SendError(job)) = queue.send(job).await {
+        let executor = &self.inner.executors[executor];
+        // Counted before it is sent: the executor may finish it before `send` returns.
+        executor.pending.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::error::SendError(job)) = executor.jobs.send(job).await {
+            executor.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(Some(job));
         }
         let spin = self.inner.spin;
@@ -64,6 +67,23 @@ impl UringDisk {
         let out = answer.await.map_err(|_| None);
         guard.0 = None;
         out
+    }
+
+    /// A durable operation on `file` may run right here, on the caller's thread
+    /// ([`UringOptions::lone_sync_here`]): it is on, this thread may block (a worker of a
+    /// multi-thread Tokio runtime), no other caller is in flight, and nothing of anyone's is
+    /// queued or running on the file's executor (so no earlier operation on the file is still
+    /// on its way to the ring). The returned guard counts the caller in flight.
+    ///
+    /// [`UringOptions::lone_sync_here`]: crate::UringOptions::lone_sync_here
+    pub(crate) fn lone_here(&self, file: &OpenFile) -> Option<Flight<'_>> {
+        if !self.inner.lone_sync_here || !may_block() {
+            return None;
+        }
+        let flight = Flight::enter(&self.inner.in_flight);
+        let executor = &self.inner.executors[file.executor];
+        let idle = executor.pending.load(Ordering::Acquire) == 0;
+        (flight.alone && idle).then_some(flight)
     }
 
     /// Sends a job that carries no buffer and awaits its reply, with the clocks it carried.
@@ -123,8 +143,15 @@ impl<T: Counted> Drop for Answer<T> {
     }
 }
 
-/// A caller between sending its job and getting the answer.
-struct Flight<'a> {
+/// Whether the calling thread may block for a system call: a worker of a multi-thread Tokio
+/// runtime (not a current-thread runtime's only thread, nor a thread outside Tokio).
+fn may_block() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// A caller between sending its job and getting the answer (or running it itself).
+pub(crate) struct Flight<'a> {
     count: &'a AtomicUsize,
     /// No other caller was in flight when this one entered.
     alone: bool,

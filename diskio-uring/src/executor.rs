@@ -12,6 +12,7 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -200,6 +201,9 @@ impl Job {
 /// An executor thread and the sending end of its queue.
 pub(crate) struct Executor {
     pub(crate) jobs: mpsc::Sender<Job>,
+    /// Jobs sent by callers and not yet finished by the executor (answered, or dropped by a
+    /// caller that left): zero means nothing of anyone's is queued or running here.
+    pub(crate) pending: Arc<AtomicUsize>,
     pub(crate) thread: Option<JoinHandle<()>>,
 }
 
@@ -223,6 +227,8 @@ pub(crate) enum StartError {
 /// Starts executor `index`; returns once its runtime exists (or failed to).
 pub(crate) fn start(index: usize, name: &str, config: Config) -> Result<Executor, StartError> {
     let (jobs, queue) = mpsc::channel(config.queue_max);
+    let pending = Arc::new(AtomicUsize::new(0));
+    let served = Arc::clone(&pending);
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name(format!("{name}-{index}"))
@@ -244,13 +250,14 @@ pub(crate) fn start(index: usize, name: &str, config: Config) -> Result<Executor
                 }
             };
             let _ = started_tx.send(Ok(()));
-            runtime.block_on(serve(queue, config));
+            runtime.block_on(serve(queue, config, served));
             // Dropping the runtime here waits for anything the kernel still holds.
         })
         .map_err(StartError::Thread)?;
     match started_rx.recv() {
         Ok(Ok(())) => Ok(Executor {
             jobs,
+            pending,
             thread: Some(thread),
         }),
         Ok(Err(e)) => {
@@ -268,7 +275,7 @@ pub(crate) fn start(index: usize, name: &str, config: Config) -> Result<Executor
 type Files = Rc<RefCell<HashMap<u64, Rc<File>>>>;
 
 /// Serves jobs until every sender is gone, then waits for the jobs in flight.
-async fn serve(mut queue: mpsc::Receiver<Job>, config: Config) {
+async fn serve(mut queue: mpsc::Receiver<Job>, config: Config, pending: Arc<AtomicUsize>) {
     let in_flight_max = config.in_flight_max;
     let files: Files = Rc::new(RefCell::new(HashMap::new()));
     let permits = Arc::new(Semaphore::new(in_flight_max));
@@ -309,6 +316,7 @@ async fn serve(mut queue: mpsc::Receiver<Job>, config: Config) {
                         let _ = reply.send(Err(e));
                     }
                 }
+                pending.fetch_sub(1, Ordering::Release);
             }
             Job::Close { key } => {
                 // Jobs in flight hold their own reference: the descriptor closes after them.
@@ -317,8 +325,10 @@ async fn serve(mut queue: mpsc::Receiver<Job>, config: Config) {
             Job::Crash => panic!("diskio-uring: executor crash requested by a test"),
             job => {
                 let files = Rc::clone(&files);
+                let pending = Arc::clone(&pending);
                 tokio_uring::spawn(async move {
                     run(&files, job).await;
+                    pending.fetch_sub(1, Ordering::Release);
                     drop(permit);
                 });
             }

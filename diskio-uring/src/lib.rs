@@ -32,6 +32,7 @@
 //! | `fsync` | tokio-uring `FSYNC` (with `DATASYNC` for [`SyncKind::Data`](diskio::SyncKind::Data)) |
 //! | `preallocate` | tokio-uring `FALLOCATE` |
 //! | `write_sync_at` | `WRITEV` then `FSYNC` in one job: one trip to the executor, two submissions (tokio-uring cannot link them) |
+//! | `fsync`, `write_sync_at` alone | `pwrite` + `fdatasync`/`fsync` **on the caller's thread**, when nothing else is in flight or queued on the file's executor and the caller is a multi-thread runtime's worker ([`UringOptions::lone_sync_here`], on by default) |
 //! | `open` | `open(2)`, `fstat` and `statx` **on the executor thread** (the `statx` reads the `O_DIRECT` alignment) |
 //! | `set_len` | `ftruncate(2)` **on the executor thread** (tokio-uring has no truncate operation) |
 //! | `file_len` | `fstat` on the caller's thread (it never waits for the device) |
@@ -56,7 +57,8 @@
 //! **A thread hop per operation, each way**: the job crosses to the executor thread, and the
 //! reply wakes the caller's task on its own thread. On a small virtual machine each hop is tens
 //! of microseconds when the threads are asleep, so at queue depth 1 this backend is slower than
-//! `diskio-raw` and the blocking backend (whose idle workers spin briefly). With many
+//! `diskio-raw` and the blocking backend (whose idle workers spin briefly); a durable write
+//! alone in flight skips the executor for that reason (see the table above). With many
 //! operations in flight the hops overlap and the ring's batching shows. The README has the
 //! figures, measured by `diskio-bench` against fio and the other backends.
 //!
@@ -153,6 +155,8 @@ struct Inner {
     spin: Duration,
     /// Callers between sending a job and getting its answer.
     in_flight: AtomicUsize,
+    /// A lone durable operation runs on its caller's thread ([`UringOptions::lone_sync_here`]).
+    lone_sync_here: bool,
 }
 
 impl std::fmt::Debug for UringDisk {
@@ -209,6 +213,7 @@ impl UringDisk {
                 alignment: options.alignment,
                 spin: options.spin,
                 in_flight: AtomicUsize::new(0),
+                lone_sync_here: options.lone_sync_here,
             }),
         })
     }

@@ -4,7 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use diskio::backend::{
-    FileAccess, IOV_MAX, Linked, OpTimer, Request, finish_linked, start_open, write_then_sync,
+    Admitted, FileAccess, IOV_MAX, Linked, OpTimer, Request, finish_linked, start_open,
+    write_then_sync,
 };
 use diskio::{
     AlignedBuf, BufResult, Capabilities, Context, DirectAlignment, DiskIo, Error, FileId, Op,
@@ -184,6 +185,11 @@ impl DiskIo for UringDisk {
     async fn fsync(&self, file: FileId, kind: SyncKind) -> Result<()> {
         let req = Request::new(Op::Sync, file);
         let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
+        if let Some(_alone) = self.lone_here(&op.file) {
+            let res = sync_here(&op.file, kind).map_err(|e| op.file.err(op.ctx, e));
+            op.timer.finish(&res, |_| 0);
+            return res;
+        }
         let key = op.file.key;
         self.call_plain(&op.ctx, &op.file, op.timer, |reply| Job::Sync {
             key,
@@ -245,6 +251,10 @@ impl DiskIo for UringDisk {
     ) -> BufResult<usize, Vec<AlignedBuf>> {
         let req = Request::at(Op::Writev, file, offset);
         let (op, bufs) = diskio::admitted!(self.inner.files.admit(&self.inner.stats, req, bufs));
+        if let Some(_alone) = self.lone_here(&op.file) {
+            let sync_timer = self.inner.stats.start(Op::Sync);
+            return write_sync_here(op, (file, bufs, offset, kind), sync_timer);
+        }
         if bufs.is_empty() || bufs.len() > IOV_MAX {
             // Nothing to write, or more than one WRITEV: the write, then the sync, each counted.
             op.timer.discard();
@@ -287,5 +297,45 @@ impl DiskIo for UringDisk {
             (file, bufs, offset, kind),
         )
         .await
+    }
+}
+
+/// `fsync` on the caller's thread ([`UringOptions::lone_sync_here`](crate::UringOptions::lone_sync_here)).
+fn sync_here(file: &OpenFile, kind: SyncKind) -> std::io::Result<()> {
+    match kind {
+        SyncKind::Data => file.std.sync_data(),
+        SyncKind::All => file.std.sync_all(),
+    }
+}
+
+/// `write_sync_at` on the caller's thread: every buffer written in order (`pwrite`, resumed
+/// after a short write), then the sync; success only once the sync returned.
+fn write_sync_here(
+    op: Admitted<Arc<OpenFile>>,
+    (id, bufs, offset, kind): (FileId, Vec<AlignedBuf>, u64, SyncKind),
+    sync_timer: OpTimer,
+) -> BufResult<usize, Vec<AlignedBuf>> {
+    use std::os::unix::fs::FileExt;
+    let f = &op.file;
+    let mut at = offset;
+    for b in &bufs {
+        if let Err(e) = f.std.write_all_at(b, at) {
+            op.timer.err();
+            sync_timer.err();
+            return (Err(f.err(op.ctx, e)), bufs);
+        }
+        at += b.len() as u64;
+    }
+    let total = (at - offset) as usize;
+    op.timer.ok(total as u64);
+    match sync_here(f, kind) {
+        Ok(()) => {
+            sync_timer.ok(0);
+            (Ok(total), bufs)
+        }
+        Err(e) => {
+            sync_timer.err();
+            (Err(f.err(Context::new(Op::Sync).file(id), e)), bufs)
+        }
     }
 }

@@ -32,7 +32,10 @@ mod squeezed {
 }
 
 mod three_executors {
+    // Every operation through the executors, a lone sync too.
     conformance::suite!(diskio_uring::UringDisk::new(
-        diskio_uring::UringOptions::new().executors(3)
+        diskio_uring::UringOptions::new()
+            .executors(3)
+            .lone_sync_here(false)
     ));
 }

@@ -94,6 +94,16 @@ pub fn backend(backend: &str) -> Option<Arc<dyn DynDiskIo>> {
                 None
             }
         },
+        // `write_sync_at` as a linked WRITEV -> FSYNC rather than one RWF_DSYNC write.
+        "raw+linked" => {
+            match diskio_raw::RawDisk::new(diskio_raw::RawOptions::new().linked_sync(true)) {
+                Ok(d) => Some(Arc::new(d)),
+                Err(e) => {
+                    eprintln!("SKIPPED raw backend: {e}");
+                    None
+                }
+            }
+        }
         "uring" => match diskio_uring::UringDisk::with_defaults() {
             Ok(d) => Some(Arc::new(d)),
             Err(e) => {
