@@ -102,8 +102,8 @@
 //! - **One durable write per group**, [`DiskIo::write_sync_at`](diskio::DiskIo::write_sync_at):
 //!   on `diskio-raw` one `RWF_DSYNC` write, which the kernel syncs in the submitting context (on
 //!   the log's `O_DIRECT` segments, whose blocks were zero-filled beforehand, a single FUA
-//!   write); on the blocking backend `pwritev` + `fdatasync` on the caller's own thread when
-//!   nothing else is in flight.
+//!   write); on the blocking backend and `diskio-uring`, `pwrite` + `fdatasync` on the
+//!   caller's own thread when nothing else is in flight.
 //!
 //! Measured on a 2-vCPU VM (ext4 on virtio), three invocations of `diskio-bench --features
 //! peers`, 256-byte records, one writer, against the peer WALs and one thread calling `pwrite` +
