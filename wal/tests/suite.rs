@@ -12,7 +12,7 @@ use wal::{Wal, WalError, WalOptions};
 
 mod common;
 
-use common::{opts, payload, raw_or_blocking, read_all, small, uring_or_blocking};
+use common::{block_on, opts, payload, raw_or_blocking, read_all, small, uring_or_blocking};
 
 /// Appends, reads back, closes, reopens: the same records, and appends continue the LSNs.
 async fn round_trip_and_reopen<D: DiskIo + Clone>(disk: D, dir: &Path, opts: WalOptions) {
@@ -361,13 +361,11 @@ fn futures_are_send(
 #[test]
 fn an_append_dropped_while_it_commits_loses_nothing() {
     let scratch = ScratchDir::new("wal-led-drop");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let disk = diskio_blocking::BlockingDisk::with_defaults().unwrap();
+    block_on(async {
+        // Syncs on the pool's threads, never on this one: the first poll must leave the
+        // commit on the disk, not finish it.
+        let options = diskio_blocking::BlockingOptions::new().lone_sync_here(false);
+        let disk = diskio_blocking::BlockingDisk::new(options).unwrap();
         let dir = scratch.path().join("log");
         let (log, _) = Wal::open(disk.clone(), &dir, opts()).await.unwrap();
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -378,7 +376,7 @@ fn an_append_dropped_while_it_commits_loses_nothing() {
             // The blocking backend answers from another thread, after the write and its
             // fdatasync: the first poll, which starts the commit here, cannot see it done.
             match append.as_mut().poll(&mut cx) {
-                std::task::Poll::Ready(lsn) => assert_eq!(lsn.unwrap(), i + 1),
+                std::task::Poll::Ready(lsn) => assert_eq!(lsn.unwrap(), appended + 1),
                 std::task::Poll::Pending => dropped += 1,
             }
             drop(append);
