@@ -1,10 +1,12 @@
 //! The committer: one task at a time takes the queued records as a group, writes it with one
 //! write (and in `Sync` mode one sync), moves the watermarks and wakes the appenders; while it
-//! writes, the next group gathers. It exists while there is work.
+//! writes, the next group gathers (in `None` and `Periodic` mode it is also prepared: sealed
+//! and laid out in a second write buffer). It exists while there is work.
 
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
+use std::task::Poll;
 use std::time::Instant;
 
 use diskio::{AlignedBuf, DiskIo, FileId, SyncKind};
@@ -15,7 +17,7 @@ use crate::error::{Result, WalError};
 use crate::format::{DIRECT_BLOCK, HEADER_LEN, Salt, frame_len, seal_frames};
 use crate::options::Durability;
 use crate::queue::Chunk;
-use crate::state::{Inner, SparseIndex};
+use crate::state::{Inner, SparseIndex, State};
 
 /// What the committer does next.
 enum Work {
@@ -42,6 +44,25 @@ struct Group {
     offset: u64,
     /// The active segment's sparse index.
     index: Arc<SparseIndex>,
+}
+
+/// A group prepared for its write (sealed, laid out in a write buffer, its index marks found):
+/// what is left to do once the write is done.
+struct Ready {
+    group: Group,
+    /// File offset the write starts at (with `direct_io`, the block the group starts in).
+    at: u64,
+    /// Bytes written: the prefix, the group's frames and the padding.
+    written: usize,
+    /// Bytes before the group's frames in the buffer (with `direct_io`).
+    prefix_len: usize,
+    /// Bytes of the group's frames.
+    len: usize,
+    /// With `direct_io`: the bytes of the block the group ends in, which the next one writes
+    /// again.
+    next_tail: Vec<u8>,
+    /// (LSN, file offset) of the records that start a stride of the sparse index.
+    marks: Vec<(Lsn, u64)>,
 }
 
 impl Group {
@@ -91,7 +112,11 @@ impl<D: DiskIo> Inner<D> {
                         records = group.records,
                         offset = group.offset
                     );
-                    inner.write_group(group).instrument(span).await
+                    if inner.opts.durability == Durability::Sync {
+                        inner.write_group(group).instrument(span).await
+                    } else {
+                        inner.write_groups_overlapped(group).instrument(span).await
+                    }
                 }
                 Work::Rotate => {
                     let span = tracing::debug_span!("wal_rotate", dir = %inner.dir.display());
@@ -133,8 +158,7 @@ impl<D: DiskIo> Inner<D> {
             st.committing = false;
             return None;
         };
-        let (file, salt, offset) = (active.file, active.salt, active.offset);
-        let index = Arc::clone(&active.seg.index);
+        let (file, offset) = (active.file, active.offset);
         let marks = &st.marks;
         if let Durability::Periodic(every) = self.opts.durability {
             if marks.durable_end < marks.written_end && marks.last_sync.elapsed() >= every {
@@ -151,13 +175,45 @@ impl<D: DiskIo> Inner<D> {
             self.progress.notify_waiters();
             return None;
         }
+        match self.take_group(st, offset) {
+            Some(group) => Some(Work::Write(group)),
+            // The first frame does not fit in this segment.
+            None => Some(Work::Rotate),
+        }
+    }
+
+    /// The group to write right after a group ending at `end` of the active segment, taken
+    /// while that one is still being written: `None` when there is none, when the log is
+    /// poisoned, when the next record needs a new segment, or when a `Periodic` sync is due
+    /// (the committer's main loop then takes over).
+    fn next_group_after(&self, end: u64) -> Option<Group> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if st.poison.is_some() || st.pending.queue.is_empty() {
+            return None;
+        }
+        if let Durability::Periodic(every) = self.opts.durability {
+            let marks = &st.marks;
+            if marks.durable_end < marks.written_end && marks.last_sync.elapsed() >= every {
+                return None;
+            }
+        }
+        self.take_group(st, end)
+    }
+
+    /// Takes whole frames from the front of the queue as a group to go at `offset` of the
+    /// active segment, at most `group_bytes_max` and what the segment has room for; `None` if
+    /// there is no active segment, or the queue is empty, or its first frame does not fit.
+    fn take_group(&self, st: &mut State, offset: u64) -> Option<Group> {
+        let active = st.segments.active.as_ref()?;
+        let (file, salt) = (active.file, active.salt);
+        let index = Arc::clone(&active.seg.index);
         let room = self.opts.segment_bytes.saturating_sub(offset);
         let limit = (self.opts.group_bytes_max as u64).min(room) as usize;
         let pending = &mut st.pending;
         let chunks = pending.queue.take(limit);
         if chunks.is_empty() {
-            // The first frame does not fit in this segment.
-            return Some(Work::Rotate);
+            return None;
         }
         let records: u64 = chunks.iter().map(|c| c.records).sum();
         let first = pending.first;
@@ -169,7 +225,7 @@ impl<D: DiskIo> Inner<D> {
         } else {
             pending.since.replace(Instant::now())
         };
-        Some(Work::Write(Group {
+        Some(Group {
             chunks,
             first,
             records,
@@ -178,27 +234,87 @@ impl<D: DiskIo> Inner<D> {
             salt,
             offset,
             index,
-        }))
+        })
     }
 
-    async fn write_group(&self, mut group: Group) -> diskio::Result<()> {
+    /// Writes a group and syncs it (`Sync` durability): the group is durable when this returns.
+    async fn write_group(&self, group: Group) -> diskio::Result<()> {
+        let prefix = if self.opts.direct_io {
+            self.direct.take_tail()
+        } else {
+            Vec::new()
+        };
+        let (ready, buf) = self.prepare(group, prefix)?;
+        let started = Instant::now();
+        let (res, mut back) = self
+            .disk
+            .write_sync_at(ready.group.file, vec![buf], ready.at, SyncKind::Data)
+            .await;
+        res?;
+        self.counters.note_sync(started);
+        self.finish(ready, back.pop(), true);
+        Ok(())
+    }
+
+    /// Writes `group`, and after it every group queued meanwhile that fits in the active
+    /// segment (`None` and `Periodic` durability), preparing each next group while the one
+    /// before it is being written. One write is in flight at a time: with `direct_io`, each
+    /// group writes again the last block of the one before.
+    ///
+    /// Preparing a group (its checksums, its copy into the write buffer, its index marks, and
+    /// with `direct_io` the copy kept for readers) took about 0.9 ms of the committer's 3.2-3.5
+    /// ms per 4 MiB group of 256-byte records, with the disk idle meanwhile; the write of
+    /// fresh (preallocated) blocks took the rest.
+    async fn write_groups_overlapped(&self, group: Group) -> diskio::Result<()> {
+        let prefix = if self.opts.direct_io {
+            self.direct.take_tail()
+        } else {
+            Vec::new()
+        };
+        let (mut ready, mut buf) = self.prepare(group, prefix)?;
+        loop {
+            let mut write = pin!(self.disk.write_all_at(ready.group.file, buf, ready.at));
+            // Start the write (hand it to the disk), then prepare the next group meanwhile.
+            let mut done = None;
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(out) = write.as_mut().poll(cx) {
+                    done = Some(out);
+                }
+                Poll::Ready(())
+            })
+            .await;
+            let end = ready.group.offset + ready.len as u64;
+            let next = match self.next_group_after(end) {
+                Some(g) => Some(self.prepare(g, ready.next_tail.clone())?),
+                None => None,
+            };
+            let (res, back) = match done {
+                Some(out) => out,
+                None => write.await,
+            };
+            res?;
+            self.finish(ready, Some(back), false);
+            match next {
+                Some((r, b)) => (ready, buf) = (r, b),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Seals the group's frames and lays them out in a write buffer after `prefix` (with
+    /// `direct_io`, the bytes of the block the group starts in, already written).
+    fn prepare(&self, mut group: Group, prefix: Vec<u8>) -> diskio::Result<(Ready, AlignedBuf)> {
         for c in &mut group.chunks {
             seal_frames(&mut c.bytes, group.first, group.salt);
         }
         // With `direct_io` the write starts at the last block boundary, with the bytes already
         // there, and is padded with zeros to whole blocks.
         let direct = self.opts.direct_io;
-        let prefix = if direct {
-            self.direct.take_tail()
-        } else {
-            Vec::new()
-        };
         let buf = self.write_buf(&prefix, &group.chunks)?;
         let len = group.len();
-        let written = buf.len();
         let prefix_len = prefix.len();
         let at = group.offset - prefix_len as u64;
-        debug_assert!(!direct || at % DIRECT_BLOCK == 0 && written as u64 % DIRECT_BLOCK == 0);
+        debug_assert!(!direct || at % DIRECT_BLOCK == 0 && buf.len() as u64 % DIRECT_BLOCK == 0);
         // The new tail reuses the old one's memory.
         let mut next_tail = prefix;
         next_tail.clear();
@@ -214,36 +330,48 @@ impl<D: DiskIo> Inner<D> {
                 st.pending.queue.recycle(c.bytes);
             }
         }
-        let synced = self.opts.durability == Durability::Sync;
-        let started = Instant::now();
-        let back = if synced {
-            let (res, mut back) = self
-                .disk
-                .write_sync_at(group.file, vec![buf], at, SyncKind::Data)
-                .await;
-            res?;
-            self.counters.note_sync(started);
-            back.pop()
-        } else {
-            let (res, back) = self.disk.write_all_at(group.file, buf, at).await;
-            res?;
-            Some(back)
+        let ready = Ready {
+            written: buf.len(),
+            at,
+            prefix_len,
+            len,
+            next_tail,
+            marks,
+            group,
         };
+        Ok((ready, buf))
+    }
+
+    /// After a group's write (and sync, if `synced`): notes its index marks, keeps its bytes
+    /// for readers (`direct_io`), moves the watermarks and wakes who waits for them.
+    fn finish(&self, ready: Ready, back: Option<AlignedBuf>, synced: bool) {
+        let Ready {
+            group,
+            written,
+            prefix_len,
+            len,
+            next_tail,
+            marks,
+            ..
+        } = ready;
         for (lsn, at) in marks {
             group.index.note(lsn, at);
         }
         let end = group.offset + len as u64;
-        if direct {
+        if self.opts.direct_io {
             let bytes = back
                 .as_ref()
                 .and_then(|b| b.get(prefix_len..prefix_len + len));
             self.direct.group_written(next_tail, bytes, end);
         }
         if let Some(back) = back {
-            *self
-                .write_buf
+            let mut bufs = self
+                .write_bufs
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(back);
+                .unwrap_or_else(PoisonError::into_inner);
+            if bufs.len() < 2 {
+                bufs.push(back);
+            }
         }
         self.counters
             .note_group(group.records, written as u64, group.since);
@@ -264,7 +392,6 @@ impl<D: DiskIo> Inner<D> {
         }
         self.progress.notify_waiters();
         self.space.notify_waiters();
-        Ok(())
     }
 
     /// `prefix` and the group's bytes in the committer's aligned buffer, reused from group to
@@ -278,10 +405,10 @@ impl<D: DiskIo> Inner<D> {
             data
         };
         let kept = self
-            .write_buf
+            .write_bufs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take();
+            .pop();
         let mut buf = match kept {
             Some(b) if b.capacity() >= len => b,
             _ => AlignedBuf::with_capacity(

@@ -78,6 +78,15 @@ impl DirectCache {
         *self.tail() = tail;
         let mut recent = self.recent();
         match group {
+            // A group of `KEEP` bytes or more: only its newest `KEEP` are kept, so copy only
+            // those (a 4 MiB group was copied whole, then most of it dropped).
+            Some(bytes) if bytes.len() >= Recent::KEEP => {
+                recent.bytes.clear();
+                recent
+                    .bytes
+                    .extend_from_slice(&bytes[bytes.len() - Recent::KEEP..]);
+                recent.start = end - Recent::KEEP as u64;
+            }
             Some(bytes) => {
                 recent.bytes.extend_from_slice(bytes);
                 recent.trim();

@@ -122,6 +122,15 @@
 //! 0.44-0.70 ms. More groups in flight would need their `O_DIRECT` blocks
 //! kept apart (the next group rewrites the last block of the one before).
 //!
+//! Unsynced (`None`, `Periodic`), the log is bound by how fast the disk takes fresh blocks:
+//! segments are preallocated, not zero-filled, and on the VM above fio writes preallocated
+//! blocks with `O_DIRECT` at 1.2-1.75 GiB/s whatever the queue depth (blocks written before:
+//! 1.8-3.4 GiB/s). The committer prepares each next group (checksums, the copy into a second
+//! write buffer, index marks) while the one before it is written, so the disk is not left idle
+//! for that part of the work; one write stays in flight. A single writer of 256-byte records,
+//! two alternated invocations: 4.0-4.6M records/s on the blocking backend against 3.2-3.5M
+//! before, 4.1M on raw against 3.8-3.9M.
+//!
 //! ## Segments
 //!
 //! Segments are files of `segment_bytes`, named by their first LSN. The next one is created,

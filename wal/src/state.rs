@@ -27,8 +27,9 @@ pub(crate) struct Inner<D> {
     /// Woken when queued bytes drop.
     pub(crate) space: Notify,
     pub(crate) counters: Counters,
-    /// The committer's write buffer, kept between groups.
-    pub(crate) write_buf: Mutex<Option<diskio::AlignedBuf>>,
+    /// The committer's write buffers, kept between groups (two when one group is prepared
+    /// while the one before it is written).
+    pub(crate) write_bufs: Mutex<Vec<diskio::AlignedBuf>>,
     /// With `direct_io`: the tail block and the latest groups of the active segment.
     pub(crate) direct: DirectCache,
     /// The `Periodic` timer thread, woken to exit when the log closes or goes.
@@ -244,7 +245,7 @@ impl<D: DiskIo> Inner<D> {
             progress: Notify::new(),
             space: Notify::new(),
             counters: Counters::default(),
-            write_buf: Mutex::new(None),
+            write_bufs: Mutex::new(Vec::new()),
             direct,
             ticker: Mutex::new(None),
             rewrites: tokio::sync::Mutex::new(()),
