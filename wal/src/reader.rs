@@ -1,6 +1,8 @@
 //! Reading the log from any LSN, across segments, while writers append.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions};
 
@@ -91,24 +93,31 @@ struct OpenSegment {
     window_next: usize,
     /// The next window, already being read while this one is verified and handed out.
     ahead: Option<Ahead>,
+    /// Whether reading ahead overlaps anything: false once the backend finished a read ahead
+    /// as soon as it was started.
+    ahead_pays: bool,
 }
 
-/// A window read started ahead of need, on another task: while a replay verifies and hands
-/// out one window, the backend copies in the next.
+/// A window read started ahead of need: while a replay verifies and hands out one window, the
+/// backend copies in the next.
 struct Ahead {
     /// File offset it reads from.
     at: u64,
     /// What readers could see when it was started (as `OpenSegment::window_visible`).
     visible: Lsn,
-    task: tokio::task::JoinHandle<(diskio::Result<usize>, AlignedBuf)>,
+    read: AheadRead,
 }
 
+/// The read of a window ahead, started.
+type AheadRead = Pin<Box<dyn Future<Output = (diskio::Result<usize>, AlignedBuf)> + Send>>;
+
 impl OpenSegment {
-    /// Waits for a window read ahead, if any, and returns its buffer (none if it failed or
-    /// its task is gone). The file must not be closed before this.
+    /// Waits for the window read ahead, if any, and returns where it was read from, what was
+    /// visible then, and the read's outcome and buffer. The file must not be closed before
+    /// this.
     async fn settle(&mut self) -> Option<(u64, Lsn, diskio::Result<usize>, AlignedBuf)> {
         let ahead = self.ahead.take()?;
-        let (res, buf) = ahead.task.await.ok()?;
+        let (res, buf) = ahead.read.await;
         Some((ahead.at, ahead.visible, res, buf))
     }
 }
@@ -393,6 +402,7 @@ impl<D: DiskIo> Reader<D> {
             window_visible: 0,
             window_next: WINDOW_MIN,
             ahead: None,
+            ahead_pays: true,
         });
         Ok(())
     }
@@ -435,7 +445,7 @@ async fn fill<D: DiskIo>(
             let old = std::mem::replace(&mut seg.window, buf);
             seg.window_at = at;
             seg.window_visible = ahead_visible;
-            read_ahead(inner, seg, old);
+            read_ahead(inner, seg, old).await;
             return Ok(());
         }
         spare = Some(buf);
@@ -489,27 +499,27 @@ async fn fill<D: DiskIo>(
             Some(b) => b,
             None => AlignedBuf::empty(),
         };
-        read_ahead(inner, seg, spare);
+        read_ahead(inner, seg, spare).await;
     }
     Ok(())
 }
 
-/// Starts reading the window that follows the whole frames of the current one, into `buf`, on
-/// another task, when the current window was a full one and a runtime is at hand.
+/// Starts reading the window that follows the whole frames of the current one, into `buf`,
+/// when the current window was a full one: the backend copies it in while the reader verifies
+/// and hands out the current one. The read is started (polled once) here; a backend that
+/// finishes it within that poll (diskio-raw serves a cached read inside `io_uring_enter`, on
+/// the caller's thread) gains nothing from reading ahead, so this reader stops doing it.
 ///
 /// A replay from the page cache spends its time on two things: verifying a window (one CRC32C
 /// per frame, about 45% of it with 256-byte records) and copying the next one in (about 30%).
-/// With the read on a task of its own, the blocking backend's pool thread copies the next
-/// window while the reader verifies this one: in four alternated rounds of a 1M-record replay
-/// with `next_batch` on two cores, 4.0-5.4 GiB/s (median 4.5) against 3.5-4.5 (3.8) without.
-/// diskio-raw completes a cached read inside `io_uring_enter` on whichever thread submits it,
-/// here the same worker once the reader waits, so it gains little (median 6.4 against 6.2
-/// GiB/s). On a current-thread runtime the read runs when the reader next waits, as it would
-/// have anyway.
-fn read_ahead<D: DiskIo>(inner: &Arc<Inner<D>>, seg: &mut OpenSegment, mut buf: AlignedBuf) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+/// On the blocking backend a pool thread does the copy meanwhile: in four alternated rounds of
+/// a 1M-record replay with `next_batch` on two cores, 3.7-4.9 GiB/s (median 4.2) against
+/// 2.7-3.9 (3.3) without. Running diskio-raw's read on another thread (a spawned or blocking
+/// task) measured no faster than reading on demand (medians 5.3-6.2 GiB/s against 6.0).
+async fn read_ahead<D: DiskIo>(inner: &Arc<Inner<D>>, seg: &mut OpenSegment, mut buf: AlignedBuf) {
+    if !seg.ahead_pays {
         return;
-    };
+    }
     let from = (seg.pos - seg.window_at) as usize;
     let Some(rest) = seg.window.get(from..) else {
         return;
@@ -521,8 +531,7 @@ fn read_ahead<D: DiskIo>(inner: &Arc<Inner<D>>, seg: &mut OpenSegment, mut buf: 
     let at = seg.pos + end as u64;
     // Taken before the read starts: records below it are complete in what the read finds.
     let visible = inner.visible_end();
-    let disk_alignment = inner.disk.alignment();
-    if buf.capacity() < WINDOW_MAX || buf.alignment() < disk_alignment {
+    if buf.capacity() < WINDOW_MAX || buf.alignment() < inner.disk.alignment() {
         buf = match inner.disk.alloc(WINDOW_MAX) {
             Ok(b) => b,
             Err(_) => return,
@@ -533,8 +542,20 @@ fn read_ahead<D: DiskIo>(inner: &Arc<Inner<D>>, seg: &mut OpenSegment, mut buf: 
     }
     let file = seg.file;
     let log = Arc::clone(inner);
-    let task = runtime.spawn(async move { log.disk.read_at(file, buf, at).await });
-    seg.ahead = Some(Ahead { at, visible, task });
+    let mut read: AheadRead = Box::pin(async move { log.disk.read_at(file, buf, at).await });
+    let mut done = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = read.as_mut().poll(cx) {
+            done = Some(out);
+        }
+        Poll::Ready(())
+    })
+    .await;
+    if let Some(out) = done {
+        seg.ahead_pays = false;
+        read = Box::pin(std::future::ready(out));
+    }
+    seg.ahead = Some(Ahead { at, visible, read });
 }
 
 /// Bytes of the complete frames at the start of `bytes`, by their length fields alone (they

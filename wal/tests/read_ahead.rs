@@ -75,43 +75,85 @@ fn a_long_replay_returns_every_record_once_in_order() {
     });
 }
 
-/// Damage inside the fourth MiB of a segment (a window the reader reads ahead) is reported
-/// after the intact records before it, at the damaged record's LSN.
+/// Reads every record through `next_batch` until an error, checking each record on the way;
+/// returns the error and how many records came before it.
+async fn replay_until_error<D: DiskIo>(log: &Wal<D>) -> (WalError, u64) {
+    let mut reader = log.reader(1);
+    let mut got = 0u64;
+    loop {
+        match reader.next_batch().await {
+            Ok(Some(batch)) => {
+                for (lsn, d) in batch.iter() {
+                    got += 1;
+                    assert_eq!(lsn, got);
+                    assert!(d == payload(lsn - 1, REC), "record {lsn}");
+                }
+            }
+            Ok(None) => panic!("the damage went unnoticed"),
+            Err(e) => return (e, got),
+        }
+    }
+}
+
+/// 0-based index of the damaged record: LSN 3501, about 3.4 MiB into the segment.
+const DAMAGED: u64 = 3500;
+
+/// Where in the segment file a byte of the damaged record's payload lies.
+fn damage_offset() -> u64 {
+    (HEADER + DAMAGED as usize * FRAME + 24 + 17) as u64
+}
+
+async fn fill_for_damage<D: DiskIo>(log: &Wal<D>) {
+    for i in 0..6000u64 {
+        log.append_nowait(&payload(i, REC)).await.unwrap();
+    }
+    log.sync().await.unwrap();
+}
+
+/// Damage inside the fourth MiB of a segment (a window the reader reads ahead on a backend
+/// that reads on another thread) is reported after the intact records before it, at the
+/// damaged record's LSN: on the crash disk, and on the blocking backend with a real file.
 #[test]
 fn damage_in_a_window_read_ahead_is_reported_at_its_lsn() {
     block_on(async {
         let disk = CrashDisk::new();
         let dir = PathBuf::from("log");
         let (log, _) = Wal::open(disk.clone(), &dir, long()).await.unwrap();
-        let n = 6000u64;
-        for i in 0..n {
-            log.append_nowait(&payload(i, REC)).await.unwrap();
-        }
-        log.sync().await.unwrap();
-        let damaged: u64 = 3500; // 0-based: LSN 3501, about 3.4 MiB in
+        fill_for_damage(&log).await;
         let segment = dir.join(DiskIo::list_dir(&disk, &dir).await.unwrap().remove(0));
-        let at = HEADER + damaged as usize * FRAME + 24 + 17;
-        disk.damage(&segment, at as u64, &[0xFF]).unwrap();
-        let mut reader = log.reader(1);
-        let mut got = 0u64;
-        let err = loop {
-            match reader.next_batch().await {
-                Ok(Some(batch)) => {
-                    for (lsn, d) in batch.iter() {
-                        got += 1;
-                        assert_eq!(lsn, got);
-                        assert!(d == payload(lsn - 1, REC), "record {lsn}");
-                    }
-                }
-                Ok(None) => panic!("the damage went unnoticed"),
-                Err(e) => break e,
-            }
-        };
+        disk.damage(&segment, damage_offset(), &[0xFF]).unwrap();
+        let (err, got) = replay_until_error(&log).await;
         assert!(
-            matches!(err, WalError::Corrupt { lsn, .. } if lsn == damaged + 1),
+            matches!(err, WalError::Corrupt { lsn, .. } if lsn == DAMAGED + 1),
             "{err}"
         );
-        assert_eq!(got, damaged, "every record before the damage");
+        assert_eq!(got, DAMAGED, "every record before the damage");
+        log.close().await.unwrap();
+    });
+    let scratch = ScratchDir::new("wal-read-ahead-damage");
+    let dir = scratch.path().join("log");
+    block_on(async {
+        let disk = diskio_blocking::BlockingDisk::with_defaults().unwrap();
+        let (log, _) = Wal::open(disk, &dir, long().direct_io(false))
+            .await
+            .unwrap();
+        fill_for_damage(&log).await;
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        let segment = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&names[0])
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&segment, &[0xFF], damage_offset()).unwrap();
+        let (err, got) = replay_until_error(&log).await;
+        assert!(
+            matches!(err, WalError::Corrupt { lsn, .. } if lsn == DAMAGED + 1),
+            "{err}"
+        );
+        assert_eq!(got, DAMAGED, "every record before the damage");
         log.close().await.unwrap();
     });
 }
