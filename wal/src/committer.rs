@@ -46,6 +46,16 @@ struct Group {
     index: Arc<SparseIndex>,
 }
 
+/// Polls `fut` once: its output if that finished it. For starting an operation (handing it to
+/// the disk) and doing something else before waiting for it.
+pub(crate) async fn poll_once<F: Future + ?Sized>(mut fut: Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
 /// A group prepared for its write (sealed, laid out in a write buffer, its index marks found):
 /// what is left to do once the write is done.
 struct Ready {
@@ -275,14 +285,7 @@ impl<D: DiskIo> Inner<D> {
         loop {
             let mut write = pin!(self.disk.write_all_at(ready.group.file, buf, ready.at));
             // Start the write (hand it to the disk), then prepare the next group meanwhile.
-            let mut done = None;
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(out) = write.as_mut().poll(cx) {
-                    done = Some(out);
-                }
-                Poll::Ready(())
-            })
-            .await;
+            let done = poll_once(write.as_mut()).await;
             let end = ready.group.offset + ready.len as u64;
             let next = match self.next_group_after(end) {
                 Some(g) => Some(self.prepare(g, ready.next_tail.clone())?),

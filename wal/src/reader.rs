@@ -2,7 +2,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 
 use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions};
 
@@ -543,15 +542,7 @@ async fn read_ahead<D: DiskIo>(inner: &Arc<Inner<D>>, seg: &mut OpenSegment, mut
     let file = seg.file;
     let log = Arc::clone(inner);
     let mut read: AheadRead = Box::pin(async move { log.disk.read_at(file, buf, at).await });
-    let mut done = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = read.as_mut().poll(cx) {
-            done = Some(out);
-        }
-        Poll::Ready(())
-    })
-    .await;
-    if let Some(out) = done {
+    if let Some(out) = crate::committer::poll_once(read.as_mut()).await {
         seg.ahead_pays = false;
         read = Box::pin(std::future::ready(out));
     }

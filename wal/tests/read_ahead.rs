@@ -95,6 +95,18 @@ async fn replay_until_error<D: DiskIo>(log: &Wal<D>) -> (WalError, u64) {
     }
 }
 
+/// A replay of `log` reports the damaged record as corrupt at its LSN, after every record
+/// before it, intact.
+async fn expect_damage_reported<D: DiskIo>(log: Wal<D>) {
+    let (err, got) = replay_until_error(&log).await;
+    assert!(
+        matches!(err, WalError::Corrupt { lsn, .. } if lsn == DAMAGED + 1),
+        "{err}"
+    );
+    assert_eq!(got, DAMAGED, "every record before the damage");
+    log.close().await.unwrap();
+}
+
 /// 0-based index of the damaged record: LSN 3501, about 3.4 MiB into the segment.
 const DAMAGED: u64 = 3500;
 
@@ -122,13 +134,7 @@ fn damage_in_a_window_read_ahead_is_reported_at_its_lsn() {
         fill_for_damage(&log).await;
         let segment = dir.join(DiskIo::list_dir(&disk, &dir).await.unwrap().remove(0));
         disk.damage(&segment, damage_offset(), &[0xFF]).unwrap();
-        let (err, got) = replay_until_error(&log).await;
-        assert!(
-            matches!(err, WalError::Corrupt { lsn, .. } if lsn == DAMAGED + 1),
-            "{err}"
-        );
-        assert_eq!(got, DAMAGED, "every record before the damage");
-        log.close().await.unwrap();
+        expect_damage_reported(log).await;
     });
     let scratch = ScratchDir::new("wal-read-ahead-damage");
     let dir = scratch.path().join("log");
@@ -148,13 +154,7 @@ fn damage_in_a_window_read_ahead_is_reported_at_its_lsn() {
             .open(&names[0])
             .unwrap();
         std::os::unix::fs::FileExt::write_all_at(&segment, &[0xFF], damage_offset()).unwrap();
-        let (err, got) = replay_until_error(&log).await;
-        assert!(
-            matches!(err, WalError::Corrupt { lsn, .. } if lsn == DAMAGED + 1),
-            "{err}"
-        );
-        assert_eq!(got, DAMAGED, "every record before the damage");
-        log.close().await.unwrap();
+        expect_damage_reported(log).await;
     });
 }
 
