@@ -208,6 +208,26 @@ pub fn frame_len(len: usize) -> usize {
     FRAME_HEADER_LEN + len.div_ceil(8) * 8
 }
 
+/// The longest run of whole frames at the start of `bytes` that fits in `limit` bytes, found by
+/// their length fields alone (nothing is verified): its length and how many frames. It ends
+/// at a header of zeros (the end of what was written) or where a frame would pass `limit` or
+/// the end of `bytes`.
+pub(crate) fn whole_frames(bytes: &[u8], limit: usize) -> (usize, u64) {
+    let limit = limit.min(bytes.len());
+    let (mut at, mut n) = (0, 0);
+    while let Some(header) = bytes.get(at..at + FRAME_HEADER_LEN) {
+        if header.iter().all(|&b| b == 0) {
+            break;
+        }
+        let next = at + frame_len(le_u32(&header[4..8]) as usize);
+        if next > limit {
+            break;
+        }
+        (at, n) = (next, n + 1);
+    }
+    (at, n)
+}
+
 /// Encodes the frame of `payload` with `lsn` at the end of `out`, without its group LSN and
 /// CRC: [`seal_frames`] adds both for the group and the segment the frame goes to.
 pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {

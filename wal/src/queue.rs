@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use crate::Lsn;
-use crate::format::{FRAME_HEADER_LEN, encode_frame, frame_len};
+use crate::format::{encode_frame, frame_len, whole_frames};
 
 /// Bytes of a chunk (a frame larger than this gets a chunk of its own).
 const CHUNK: usize = 1 << 20;
@@ -90,24 +90,6 @@ impl Queue {
             self.free.push(bytes);
         }
     }
-}
-
-/// The length of the longest run of whole frames at the start of `bytes` that fits in `limit`,
-/// and how many frames that is.
-fn whole_frames(bytes: &[u8], limit: usize) -> (usize, u64) {
-    let mut at = 0;
-    let mut n = 0;
-    while at + FRAME_HEADER_LEN <= bytes.len() {
-        let mut len = [0u8; 4];
-        len.copy_from_slice(&bytes[at + 4..at + 8]);
-        let f = frame_len(u32::from_le_bytes(len) as usize);
-        if at + f > limit {
-            break;
-        }
-        at += f;
-        n += 1;
-    }
-    (at, n)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use diskio::{AlignedBuf, DiskIo, FileId, OpenOptions};
 use crate::Lsn;
 use crate::error::{Damage, Result, WalError};
 use crate::format::{
-    FRAME_HEADER_LEN, Frame, HEADER_LEN, Salt, SegmentHeader, decode_frame, frame_len,
+    FRAME_HEADER_LEN, Frame, HEADER_LEN, Salt, SegmentHeader, decode_frame, frame_len, whole_frames,
 };
 use crate::state::Inner;
 
@@ -32,9 +32,10 @@ pub struct Record {
 /// Streams records in LSN order from a starting LSN, across segments, with memory bounded by
 /// one read window (64 KiB at first, doubling up to 1 MiB as the reader moves on through a
 /// segment, or one record if larger), and a second 1 MiB window once the windows are at their
-/// largest: the next one, read ahead while this one is handed out. It sees only records that are durable (in
-/// [`Durability::None`](crate::Durability::None): written); [`next`](Self::next) returns
-/// `None` at the end of those and can be called again after more appends.
+/// largest: the next one, read ahead while this one is handed out. It sees only records that
+/// are durable (in [`Durability::None`](crate::Durability::None): written);
+/// [`next`](Self::next) returns `None` at the end of those and can be called again after more
+/// appends.
 pub struct Reader<D: DiskIo> {
     inner: Arc<Inner<D>>,
     next: Lsn,
@@ -523,7 +524,9 @@ async fn read_ahead<D: DiskIo>(inner: &Arc<Inner<D>>, seg: &mut OpenSegment, mut
     let Some(rest) = seg.window.get(from..) else {
         return;
     };
-    let end = whole_frames(rest, inner.opts.record_max);
+    // Where the frames that are whole in this window end, by their lengths alone: they are
+    // verified when handed out, and a wrong guess only wastes the read ahead.
+    let (end, _) = whole_frames(rest, rest.len());
     if end == 0 {
         return;
     }
@@ -547,27 +550,4 @@ async fn read_ahead<D: DiskIo>(inner: &Arc<Inner<D>>, seg: &mut OpenSegment, mut
         read = Box::pin(std::future::ready(out));
     }
     seg.ahead = Some(Ahead { at, visible, read });
-}
-
-/// Bytes of the complete frames at the start of `bytes`, by their length fields alone (they
-/// are verified when they are read out; a wrong guess only wastes the read ahead).
-fn whole_frames(bytes: &[u8], record_max: usize) -> usize {
-    let mut at = 0;
-    while let Some(header) = bytes.get(at..at + FRAME_HEADER_LEN) {
-        if header.iter().all(|&b| b == 0) {
-            break;
-        }
-        let mut len = [0u8; 4];
-        len.copy_from_slice(&header[4..8]);
-        let len = u32::from_le_bytes(len) as usize;
-        if len > record_max {
-            break;
-        }
-        let next = at + frame_len(len);
-        if next > bytes.len() {
-            break;
-        }
-        at = next;
-    }
-    at
 }
