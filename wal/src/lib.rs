@@ -174,6 +174,7 @@ mod direct;
 mod error;
 #[doc(hidden)] // the on-disk format, public for the fuzzer and the tests; not a stable API
 pub mod format;
+mod group;
 mod options;
 mod partitioned;
 mod queue;
@@ -184,6 +185,7 @@ mod segments;
 mod state;
 mod stats;
 mod wal;
+mod window;
 
 pub use backend::DefaultDisk;
 #[cfg(any(feature = "raw", feature = "uring"))]
