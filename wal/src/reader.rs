@@ -335,7 +335,8 @@ impl<D: DiskIo> Reader<D> {
             .index
             .seek(self.next)
             .unwrap_or((seg.first_lsn, HEADER_LEN as u64));
-        self.seg = Some(OpenSegment::new(file, seg.first_lsn, header.salt, lsn, pos));
+        let id = (seg.first_lsn, header.salt, Arc::clone(&seg.index));
+        self.seg = Some(OpenSegment::new(file, id, lsn, pos));
         Ok(())
     }
 }

@@ -169,6 +169,14 @@ impl SparseIndex {
         i.checked_sub(1).map(|i| e[i])
     }
 
+    /// The offset of the last entry after `after` and at most `upto`: a frame boundary found
+    /// without reading the bytes before it.
+    pub(crate) fn last_in(&self, after: u64, upto: u64) -> Option<u64> {
+        let e = self.entries();
+        let i = e.partition_point(|x| x.1 <= upto);
+        i.checked_sub(1).map(|i| e[i].1).filter(|&at| at > after)
+    }
+
     /// Drops the entries of `lsn` and later (a truncation cut the segment there).
     pub(crate) fn cut(&self, lsn: Lsn) {
         self.entries().retain(|e| e.0 < lsn);
