@@ -75,6 +75,44 @@ pub fn run(w: &Workload, path: &Path, warmup: Duration) -> Result<Figures, Strin
     parse(&stdout, w.pattern)
 }
 
+/// The disk's rate for what an unsynced WAL writes, in bytes per second: `block`-byte
+/// sequential `O_DIRECT` writes, one in flight, each block once, over `bytes` of a new file
+/// that fio preallocates (`fallocate`): unwritten extents, as in a new WAL segment, whose
+/// first write also converts them. The file is removed before and after.
+///
+/// # Errors
+///
+/// A message when fio cannot start, fails, or prints a report this parser does not understand.
+pub fn fresh_write(path: &Path, bytes: u64, block: usize) -> Result<f64, String> {
+    let _ = std::fs::remove_file(path);
+    let out = Command::new("fio")
+        .args([
+            "--name=diskio-bench-fresh".to_owned(),
+            format!("--filename={}", path.display()),
+            format!("--size={bytes}"),
+            "--fallocate=native".to_owned(),
+            "--ioengine=io_uring".to_owned(),
+            "--direct=1".to_owned(),
+            "--rw=write".to_owned(),
+            format!("--bs={block}"),
+            "--iodepth=1".to_owned(),
+            "--lat_percentiles=1".to_owned(),
+            "--output-format=json".to_owned(),
+        ])
+        .output();
+    let _ = std::fs::remove_file(path);
+    let out = out.map_err(|e| format!("cannot run fio: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("fio failed ({}): {}", out.status, stderr.trim()));
+    }
+    let figures = parse(
+        &String::from_utf8_lossy(&out.stdout),
+        Pattern::SequentialWrite,
+    )?;
+    Ok(figures.mib_s * f64::from(1 << 20))
+}
+
 /// Reads the figures out of fio's JSON report (`--output-format=json`).
 ///
 /// # Errors

@@ -334,17 +334,26 @@ fn wal_workloads(args: &Args) -> Vec<WalWorkload> {
 /// Runs the WAL workloads on each backend, alternating, and prints medians; the durable single
 /// writer is compared with a thread doing `pwrite` + `fdatasync` over written blocks, when that
 /// workload ran.
-/// Something that runs a WAL workload: our log on a backend, a peer, or the unsynced reference.
+/// Something that runs a WAL workload: our log on a backend, a peer, or an unsynced reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WalEngine {
     Ours(WalBackend),
     #[cfg(feature = "peers")]
     Peer(benches::peers::Peer),
     BufWriter,
+    /// fio writing `bytes` of fresh (preallocated) blocks as an unsynced log does, in 4 MiB
+    /// `O_DIRECT` writes one at a time: the disk's rate for those writes, as records of the
+    /// workload's frame size per second.
+    FreshBlocks {
+        bytes: u64,
+    },
 }
 
+/// The block of [`WalEngine::FreshBlocks`]: the WAL's largest group.
+const FRESH_BLOCK: usize = 4 << 20;
+
 impl WalEngine {
-    fn all() -> Vec<WalEngine> {
+    fn all(args: &Args) -> Vec<WalEngine> {
         #[allow(unused_mut)] // grows with the peers feature
         let mut v = vec![
             WalEngine::Ours(WalBackend::Blocking),
@@ -356,6 +365,10 @@ impl WalEngine {
         #[cfg(feature = "peers")]
         v.extend(benches::peers::Peer::ALL.map(WalEngine::Peer));
         v.push(WalEngine::BufWriter);
+        if !args.no_fio && fio::version().is_some() {
+            let mib: u64 = if args.quick { 256 } else { 1024 };
+            v.push(WalEngine::FreshBlocks { bytes: mib << 20 });
+        }
         v
     }
 
@@ -366,6 +379,9 @@ impl WalEngine {
             #[cfg(feature = "peers")]
             WalEngine::Peer(_) => w.durability == Durability::Sync && w.segment_bytes.is_none(),
             WalEngine::BufWriter => w.durability != Durability::Sync && w.writers == 1,
+            WalEngine::FreshBlocks { .. } => {
+                w.durability == Durability::None && w.segment_bytes.is_none()
+            }
         }
     }
 
@@ -379,6 +395,7 @@ impl WalEngine {
             #[cfg(feature = "peers")]
             WalEngine::Peer(p) => p.name(),
             WalEngine::BufWriter => "BufWriter, no sync",
+            WalEngine::FreshBlocks { .. } => "fio, fresh blocks",
         }
     }
 
@@ -388,6 +405,21 @@ impl WalEngine {
             #[cfg(feature = "peers")]
             WalEngine::Peer(p) => benches::peers::run(p, w, dir),
             WalEngine::BufWriter => wal_bench::buf_writer(w, dir),
+            WalEngine::FreshBlocks { bytes } => {
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                let bytes_s = fio::fresh_write(&dir.join("fresh.dat"), bytes, FRESH_BLOCK)?;
+                let frame = wal::format::frame_len(w.record) as f64;
+                Ok(Figures {
+                    iops: bytes_s / frame,
+                    mib_s: bytes_s / f64::from(1 << 20),
+                    p50_us: f64::NAN,
+                    p99_us: f64::NAN,
+                    p999_us: f64::NAN,
+                    mean_us: f64::NAN,
+                    cpu_us_per_op: f64::NAN,
+                    curve_us: [f64::NAN; benches::report::CURVE.len()],
+                })
+            }
         }
     }
 }
@@ -399,7 +431,7 @@ fn run_wal(
     json_rows: &mut Vec<serde_json::Value>,
     panels: &mut Vec<plot::Panel>,
 ) -> Result<(), String> {
-    let backends = WalEngine::all();
+    let backends = WalEngine::all(args);
     if !cfg!(feature = "peers") {
         println!(
             "peer WALs: not built (cargo run --release -p benches --features peers --bin diskio-bench)"
@@ -472,9 +504,14 @@ fn run_wal(
         let best = backends
             .iter()
             .zip(&medians)
-            .filter(|(b, _)| b.is_reference())
+            .filter(|(b, _)| b.is_reference() && !matches!(b, WalEngine::FreshBlocks { .. }))
             .filter_map(|(b, f)| f.map(|f| (b.name(), f)))
             .max_by(|a, b| a.1.iops.total_cmp(&b.1.iops));
+        let ceiling = backends
+            .iter()
+            .zip(&medians)
+            .find(|(b, _)| matches!(b, WalEngine::FreshBlocks { .. }))
+            .and_then(|(_, f)| *f);
         let mut first = true;
         for (k, r) in runs.iter().enumerate() {
             let Some(r) = r else { continue };
@@ -498,8 +535,15 @@ fn run_wal(
                         }
                         _ => String::new(),
                     };
+                    // Unsynced: the share of the disk's rate for fresh blocks it reaches.
+                    let vs_disk = match ceiling {
+                        Some(c) if !backends[k].is_reference() => {
+                            format!(" | {:.2}x fresh blocks", f.iops / c.iops)
+                        }
+                        _ => String::new(),
+                    };
                     println!(
-                        "{label:<34} {:<24} {:>10.0} {:>8.1} {:>8.1} {:>9.1} {:>8.2}  {vs_best}{vs_sync}",
+                        "{label:<34} {:<24} {:>10.0} {:>8.1} {:>8.1} {:>9.1} {:>8.2}  {vs_best}{vs_sync}{vs_disk}",
                         backends[k].name(),
                         f.iops,
                         f.p50_us,
@@ -516,6 +560,9 @@ fn run_wal(
     println!(
         "\nmedians of {} run(s), engines alternated; references: the fastest peer (durable), a \
          BufWriter (unsynced), one thread's pwrite + fdatasync over written blocks (p50); \
+         fio, fresh blocks: fio's sequential 4 MiB O_DIRECT writes, one in flight, of a new \
+         preallocated file, as records of the workload's frame size per second (the disk's \
+         rate for the writes an unsynced log makes); \
          * unless the workload says otherwise; CPU us: user + system time of the whole process \
          (every thread, io_uring workers included) per record, over the measured second",
         args.runs
