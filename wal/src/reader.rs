@@ -6,7 +6,7 @@ use diskio::{DiskIo, OpenOptions};
 
 use crate::Lsn;
 use crate::error::{Damage, Result, WalError};
-use crate::format::{FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, decode_frame, frame_len};
+use crate::format::{FRAME_HEADER_LEN, Frame, HEADER_LEN, decode_frame, frame_len};
 use crate::state::Inner;
 use crate::window::{OpenSegment, fill};
 
@@ -311,31 +311,14 @@ impl<D: DiskIo> Reader<D> {
             }
             Err(e) => return Err(e.into()),
         };
-        let buf = disk.alloc(HEADER_LEN).and_then(|mut b| {
-            b.resize(HEADER_LEN)?;
-            Ok(b)
-        })?;
-        let (res, buf) = disk.read_exact_at(file, buf, 0).await;
-        if let Err(e) = res {
-            disk.close(file).await?;
-            return Err(e.into());
-        }
-        let header = match SegmentHeader::decode(&buf) {
-            Ok(h) => h,
-            Err(e) => {
-                disk.close(file).await?;
-                return Err(WalError::BadHeader {
-                    segment: seg.path.clone(),
-                    fault: e,
-                });
-            }
-        };
-        // Start at the last indexed record at or before the one wanted, not at the first.
+        // The header need not be read: this log read it at recovery, or wrote it, and knows
+        // the salt. Start at the last indexed record at or before the one wanted, not at the
+        // first.
         let (lsn, pos) = seg
             .index
             .seek(self.next)
             .unwrap_or((seg.first_lsn, HEADER_LEN as u64));
-        let id = (seg.first_lsn, header.salt, Arc::clone(&seg.index));
+        let id = (seg.first_lsn, seg.salt, Arc::clone(&seg.index));
         self.seg = Some(OpenSegment::new(file, id, lsn, pos));
         Ok(())
     }

@@ -12,7 +12,7 @@ use crate::format::{
     parse_cut_name, parse_segment_name, parse_skip_name, segment_name, skip_name,
 };
 use crate::options::{RecoveryMode, WalOptions};
-use crate::state::SparseIndex;
+use crate::state::{SegmentRef, SparseIndex};
 
 /// What recovery found, kept and cut.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub(crate) struct FoundSegment {
 /// The recovered log, ready to append to.
 pub(crate) struct Recovered {
     /// Sealed segments, oldest first (every one but the last).
-    pub(crate) sealed: Vec<FoundSegment>,
+    pub(crate) sealed: Vec<SegmentRef>,
     /// The last segment, opened for writing, and where its next record goes.
     pub(crate) active: Option<ActiveFound>,
     pub(crate) report: RecoveryReport,
@@ -107,7 +107,7 @@ pub(crate) async fn recover<D: DiskIo>(
     // A truncation that a crash interrupted drops everything from its LSN on (only one runs at
     // a time; the lowest LSN is the one that covers them all).
     let cut_at = cuts.iter().min().copied();
-    let mut sealed: Vec<FoundSegment> = Vec::new();
+    let mut sealed: Vec<SegmentRef> = Vec::new();
     let mut active = None;
     let mut expected = segs.first().map_or(1, |s| s.first_lsn);
     report.first_lsn = expected;
@@ -206,7 +206,12 @@ pub(crate) async fn recover<D: DiskIo>(
             // there (records are checked by LSN and salt, never by position alone).
             if next.first_lsn == expected {
                 disk.close(file).await?;
-                sealed.push(seg);
+                sealed.push(SegmentRef {
+                    first_lsn: seg.first_lsn,
+                    path: seg.path,
+                    index: seg.index,
+                    salt: header.salt,
+                });
                 i += 1;
                 continue;
             }
@@ -264,6 +269,11 @@ pub(crate) async fn recover<D: DiskIo>(
         // The last segment was removed above (interrupted creation): the one before it is the
         // active one again.
         if let Some(seg) = sealed.pop() {
+            let seg = FoundSegment {
+                first_lsn: seg.first_lsn,
+                path: seg.path,
+                index: seg.index,
+            };
             let (file, image, header) = load_segment(disk, &seg.path).await?;
             let mut at = HEADER_LEN;
             let mut lsn = seg.first_lsn;

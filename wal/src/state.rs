@@ -129,6 +129,10 @@ pub(crate) struct SegmentRef {
     pub(crate) path: PathBuf,
     /// Where some of its records start, for readers that begin inside it.
     pub(crate) index: Arc<SparseIndex>,
+    /// The salt in its header, which the log read (recovery) or wrote: a reader opening the
+    /// segment need not read the header again (its records, verified with this salt, would
+    /// not pass if the file were not the one the log knows).
+    pub(crate) salt: Salt,
 }
 
 /// A segment's sparse index: the file offset of a record every [`STRIDE`](Self::STRIDE) bytes

@@ -12,6 +12,7 @@ use diskio::DiskIo;
 use crate::committer::LedCommitter;
 use crate::direct::{DirectCache, direct_works, reopen_direct};
 use crate::error::{Result, WalError};
+use crate::format::Salt;
 use crate::format::frame_len;
 use crate::options::{Durability, WalOptions};
 use crate::reader::Reader;
@@ -95,9 +96,9 @@ impl<D: DiskIo> Wal<D> {
         );
         let segments = Segments {
             first_lsn: report.first_lsn,
-            sealed: found.sealed.into_iter().map(seg_ref).collect(),
+            sealed: found.sealed,
             active: found_active.map(|a| Active {
-                seg: seg_ref(a.segment),
+                seg: seg_ref(a.segment, a.salt),
                 file: a.file,
                 salt: a.salt,
                 offset: a.offset,
@@ -441,10 +442,11 @@ impl<D: DiskIo> Wal<D> {
     }
 }
 
-fn seg_ref(s: FoundSegment) -> SegmentRef {
+fn seg_ref(s: FoundSegment, salt: Salt) -> SegmentRef {
     SegmentRef {
         first_lsn: s.first_lsn,
         path: s.path,
         index: s.index,
+        salt,
     }
 }
