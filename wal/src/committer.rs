@@ -160,7 +160,7 @@ impl<D: DiskIo> Inner<D> {
     /// there is no active segment, or the queue is empty, or its first frame does not fit.
     fn take_group(&self, st: &mut State, offset: u64) -> Option<Group> {
         let active = st.segments.active.as_ref()?;
-        let (file, salt) = (active.file, active.salt);
+        let (file, salt) = (active.file, active.seg.salt);
         let index = Arc::clone(&active.seg.index);
         let room = self.opts.segment_bytes.saturating_sub(offset);
         let limit = (self.opts.group_bytes_max as u64).min(room) as usize;

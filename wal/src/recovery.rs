@@ -206,12 +206,7 @@ pub(crate) async fn recover<D: DiskIo>(
             // there (records are checked by LSN and salt, never by position alone).
             if next.first_lsn == expected {
                 disk.close(file).await?;
-                sealed.push(SegmentRef {
-                    first_lsn: seg.first_lsn,
-                    path: seg.path,
-                    index: seg.index,
-                    salt: header.salt,
-                });
+                sealed.push(SegmentRef::found(seg, header.salt));
                 i += 1;
                 continue;
             }

@@ -213,7 +213,6 @@ impl<D: DiskIo> Inner<D> {
         Ok(Active {
             seg: seg.clone(),
             file: found.file,
-            salt: found.salt,
             offset: found.offset,
         })
     }

@@ -148,7 +148,6 @@ impl<D: DiskIo> Inner<D> {
                 salt,
             },
             file: p.file,
-            salt,
             offset: HEADER_LEN as u64,
         })
     }
@@ -249,7 +248,6 @@ impl<D: DiskIo> Inner<D> {
                 salt,
             },
             file,
-            salt,
             offset: HEADER_LEN as u64,
         })
     }

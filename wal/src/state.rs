@@ -14,6 +14,7 @@ use crate::error::{Result, WalError};
 use crate::format::Salt;
 use crate::options::{Durability, WalOptions};
 use crate::queue::Queue;
+use crate::recovery::FoundSegment;
 use crate::stats::Counters;
 
 /// Everything behind a [`Wal`](crate::Wal) handle and its clones.
@@ -135,6 +136,18 @@ pub(crate) struct SegmentRef {
     pub(crate) salt: Salt,
 }
 
+impl SegmentRef {
+    /// A segment recovery found, with the salt it read in its header.
+    pub(crate) fn found(s: FoundSegment, salt: Salt) -> Self {
+        Self {
+            first_lsn: s.first_lsn,
+            path: s.path,
+            index: s.index,
+            salt,
+        }
+    }
+}
+
 /// A segment's sparse index: the file offset of a record every [`STRIDE`](Self::STRIDE) bytes
 /// or so, so a reader starting at an LSN inside a segment scans at most that much. Kept in
 /// memory only: recovery, which reads every record anyway, builds it at open, and the committer
@@ -191,7 +204,6 @@ impl SparseIndex {
 pub(crate) struct Active {
     pub(crate) seg: SegmentRef,
     pub(crate) file: FileId,
-    pub(crate) salt: Salt,
     /// Where the next group goes.
     pub(crate) offset: u64,
 }

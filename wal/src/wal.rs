@@ -12,11 +12,10 @@ use diskio::DiskIo;
 use crate::committer::LedCommitter;
 use crate::direct::{DirectCache, direct_works, reopen_direct};
 use crate::error::{Result, WalError};
-use crate::format::Salt;
 use crate::format::frame_len;
 use crate::options::{Durability, WalOptions};
 use crate::reader::Reader;
-use crate::recovery::{FoundSegment, RecoveryReport, recover};
+use crate::recovery::{RecoveryReport, recover};
 use crate::state::{Active, Inner, SegmentRef, Segments, State};
 use crate::{Lsn, WalStats};
 
@@ -98,9 +97,8 @@ impl<D: DiskIo> Wal<D> {
             first_lsn: report.first_lsn,
             sealed: found.sealed,
             active: found_active.map(|a| Active {
-                seg: seg_ref(a.segment, a.salt),
+                seg: SegmentRef::found(a.segment, a.salt),
                 file: a.file,
-                salt: a.salt,
                 offset: a.offset,
             }),
             prepared: None,
@@ -439,14 +437,5 @@ impl<D: DiskIo> Wal<D> {
             return Err(WalError::RecordTooLarge { len, max });
         }
         Ok(())
-    }
-}
-
-fn seg_ref(s: FoundSegment, salt: Salt) -> SegmentRef {
-    SegmentRef {
-        first_lsn: s.first_lsn,
-        path: s.path,
-        index: s.index,
-        salt,
     }
 }
