@@ -318,8 +318,7 @@ impl<D: DiskIo> Reader<D> {
             .index
             .seek(self.next)
             .unwrap_or((seg.first_lsn, HEADER_LEN as u64));
-        let id = (seg.first_lsn, seg.salt, Arc::clone(&seg.index));
-        self.seg = Some(OpenSegment::new(file, id, lsn, pos));
+        self.seg = Some(OpenSegment::new(file, seg, lsn, pos));
         Ok(())
     }
 }

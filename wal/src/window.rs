@@ -9,7 +9,7 @@ use diskio::{AlignedBuf, DiskIo, FileId};
 use crate::Lsn;
 use crate::error::Result;
 use crate::format::{Salt, whole_frames};
-use crate::state::{Inner, SparseIndex};
+use crate::state::{Inner, SegmentRef, SparseIndex};
 
 /// Bytes read from a segment at a time (more when one record is larger).
 /// The first read window of a segment: small, so a reader that starts at an LSN (a seek) or
@@ -58,19 +58,14 @@ struct Ahead {
 type AheadRead = Pin<Box<dyn Future<Output = (diskio::Result<usize>, AlignedBuf)> + Send>>;
 
 impl OpenSegment {
-    /// Segment `file` (first LSN `first_lsn`, `salt`, its sparse `index`), to be read from
-    /// the frame of `lsn` at file offset `pos`, with an empty window.
-    pub(crate) fn new(
-        file: FileId,
-        (first_lsn, salt, index): (Lsn, Salt, Arc<SparseIndex>),
-        lsn: Lsn,
-        pos: u64,
-    ) -> Self {
+    /// Segment `seg`, open as `file`, to be read from the frame of `lsn` at file offset `pos`,
+    /// with an empty window.
+    pub(crate) fn new(file: FileId, seg: &SegmentRef, lsn: Lsn, pos: u64) -> Self {
         Self {
             file,
-            first_lsn,
-            salt,
-            index,
+            first_lsn: seg.first_lsn,
+            salt: seg.salt,
+            index: Arc::clone(&seg.index),
             lsn,
             pos,
             window: AlignedBuf::empty(),
