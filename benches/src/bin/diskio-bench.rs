@@ -272,7 +272,15 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let mut panels = Vec::new();
     if !wal_chosen.is_empty() {
-        run_wal(args, &wal_chosen, &results, &mut json_rows, &mut panels)?;
+        let fio = fio_version.is_some();
+        run_wal(
+            args,
+            &wal_chosen,
+            fio,
+            &results,
+            &mut json_rows,
+            &mut panels,
+        )?;
     }
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
     if let Some(path) = &args.json {
@@ -353,7 +361,8 @@ enum WalEngine {
 const FRESH_BLOCK: usize = 4 << 20;
 
 impl WalEngine {
-    fn all(args: &Args) -> Vec<WalEngine> {
+    /// Every engine; `fio` says whether fio runs (installed, not `--no-fio`).
+    fn all(args: &Args, fio: bool) -> Vec<WalEngine> {
         #[allow(unused_mut)] // grows with the peers feature
         let mut v = vec![
             WalEngine::Ours(WalBackend::Blocking),
@@ -365,7 +374,7 @@ impl WalEngine {
         #[cfg(feature = "peers")]
         v.extend(benches::peers::Peer::ALL.map(WalEngine::Peer));
         v.push(WalEngine::BufWriter);
-        if !args.no_fio && fio::version().is_some() {
+        if fio {
             let mib: u64 = if args.quick { 256 } else { 1024 };
             v.push(WalEngine::FreshBlocks { bytes: mib << 20 });
         }
@@ -427,11 +436,12 @@ impl WalEngine {
 fn run_wal(
     args: &Args,
     chosen: &[WalWorkload],
+    fio: bool,
     engines: &[WorkloadResult],
     json_rows: &mut Vec<serde_json::Value>,
     panels: &mut Vec<plot::Panel>,
 ) -> Result<(), String> {
-    let backends = WalEngine::all(args);
+    let backends = WalEngine::all(args, fio);
     if !cfg!(feature = "peers") {
         println!(
             "peer WALs: not built (cargo run --release -p benches --features peers --bin diskio-bench)"
