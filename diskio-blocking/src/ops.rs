@@ -79,6 +79,7 @@ impl DiskIo for BlockingDisk {
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::default();
         caps.direct_io = true;
+        caps.dsync_write = self.inner.dsync_write;
         caps
     }
 
@@ -152,8 +153,13 @@ impl DiskIo for BlockingDisk {
         let (op, bufs) = diskio::admitted!(self.inner.files.admit(&self.inner.stats, req, bufs));
         let (f, timer) = (op.file, op.timer);
         let sync_timer = self.inner.stats.start(Op::Sync);
+        let dsync = self.inner.dsync_write;
         self.submit_where(op.ctx, bufs, true, move |bufs, ctx| {
-            let out = write::writev_all_then_sync(&f, bufs, offset, kind, ctx);
+            let out = if dsync {
+                write::writev_all_dsync(&f, bufs, offset, kind, ctx)
+            } else {
+                write::writev_all_then_sync(&f, bufs, offset, kind, ctx)
+            };
             timer.finish(&out.0, |&n| n as u64);
             sync_timer.finish(&out.0, |_| 0);
             out

@@ -19,6 +19,7 @@ pub struct BlockingOptions {
     pub(crate) alignment: usize,
     pub(crate) spin: Duration,
     pub(crate) lone_sync_here: bool,
+    pub(crate) dsync_write: bool,
     pub(crate) thread_name: String,
 }
 
@@ -38,6 +39,7 @@ impl BlockingOptions {
             alignment: 4096,
             spin: Duration::from_micros(50),
             lone_sync_here: true,
+            dsync_write: true,
             thread_name: "diskio-blocking".to_owned(),
         }
     }
@@ -83,6 +85,22 @@ impl BlockingOptions {
     /// flight) every operation goes to the workers either way.
     pub fn lone_sync_here(mut self, on: bool) -> Self {
         self.lone_sync_here = on;
+        self
+    }
+
+    /// Whether `write_sync_at` is one `pwritev2` with `RWF_DSYNC` (`RWF_SYNC` for
+    /// [`SyncKind::All`](diskio::SyncKind::All)), which the kernel makes durable before it
+    /// returns (default: on, on Linux), rather than `pwritev` followed by `fdatasync` (`fsync`).
+    ///
+    /// On an `O_DIRECT` file over blocks already written (as the WAL's preallocated segments
+    /// are) the kernel sends the write down as one FUA write, with no journal commit and no
+    /// separate cache flush: cheaper than a write and a flush. On a buffered file it writes the
+    /// range back and flushes, as `fdatasync` would, in one system call. What it makes durable
+    /// is this write only; earlier buffered writes elsewhere in the file are not flushed with it
+    /// (call [`fsync`](diskio::DiskIo::fsync) for those). Off, or off Linux, the write is
+    /// followed by a sync of the whole file.
+    pub fn dsync_write(mut self, on: bool) -> Self {
+        self.dsync_write = on;
         self
     }
 

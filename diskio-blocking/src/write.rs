@@ -1,4 +1,4 @@
-//! `pwrite` and `pwritev` on a worker thread.
+//! `pwrite`, `pwritev` and `pwritev2` on a worker thread (or a lone durable write's caller).
 
 use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
@@ -94,5 +94,24 @@ pub(crate) fn writev_all_then_sync(
     match crate::sync::fsync(file, kind, ctx) {
         Ok(()) => (Ok(total), bufs),
         Err(e) => (Err(e), bufs),
+    }
+}
+
+/// `write_sync_at` as one `pwritev2` with `RWF_DSYNC` (`RWF_SYNC` for
+/// [`SyncKind::All`](diskio::SyncKind::All)): the kernel makes the write durable before it
+/// returns ([`diskio::backend::write_all_durable`]).
+pub(crate) fn writev_all_dsync(
+    file: &OpenFile,
+    bufs: Vec<AlignedBuf>,
+    offset: u64,
+    kind: diskio::SyncKind,
+    ctx: Context,
+) -> BufResult<usize, Vec<AlignedBuf>> {
+    match diskio::backend::write_all_durable(&file.file, &bufs, offset, kind) {
+        Ok(()) => {
+            let total = bufs.iter().map(|b| b.len()).sum();
+            (Ok(total), bufs)
+        }
+        Err(e) => (Err(file.err(ctx, e)), bufs),
     }
 }

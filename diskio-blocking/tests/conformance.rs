@@ -20,12 +20,14 @@ mod dyn_form {
 
 mod small_pool {
     // One thread and a queue of two: everything still works, only slower (backpressure).
-    // Every operation goes through the worker, a lone sync too.
+    // Every operation goes through the worker, a lone sync too, and a durable write is a write
+    // and then a sync rather than one `RWF_DSYNC` write.
     conformance::suite!(diskio_blocking::BlockingDisk::new(
         diskio_blocking::BlockingOptions::new()
             .threads(1)
             .in_flight_max(2)
             .spin(std::time::Duration::ZERO)
             .lone_sync_here(false)
+            .dsync_write(false)
     ));
 }

@@ -395,12 +395,17 @@ pub trait DiskIo: Send + Sync + 'static {
     ///
     /// The provided version is [`writev_all_at`](Self::writev_all_at) followed by
     /// [`fsync`](Self::fsync). Backends that can link the two into one kernel submission
-    /// override it (and say so in [`Capabilities::linked_write_sync`]).
+    /// override it (and say so in [`Capabilities::linked_write_sync`]); backends whose write is
+    /// made durable by the kernel itself (`RWF_DSYNC`) say so in
+    /// [`Capabilities::dsync_write`]. What is promised durable is what this call writes; only
+    /// a backend that syncs separately also flushes earlier buffered writes elsewhere in the
+    /// file, so call [`fsync`](Self::fsync) for those.
     ///
     /// # Errors
     ///
-    /// The write's error if the write failed (the sync is then not attempted), else the sync's.
-    /// Never success for data that was not synced.
+    /// The write's error if the write failed (the sync is then not attempted), else the sync's
+    /// (a `RWF_DSYNC` write reports both as the write's). Never success for data that was not
+    /// synced.
     fn write_sync_at(
         &self,
         file: FileId,
