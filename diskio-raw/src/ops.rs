@@ -270,6 +270,45 @@ impl RawDisk {
     }
 }
 
+impl RawDisk {
+    /// A durable operation may run right here, on the caller's thread
+    /// ([`RawOptions::lone_sync_here`](crate::RawOptions::lone_sync_here)): it is on, this thread
+    /// may block (a worker of a multi-thread Tokio runtime) and nothing else is in flight. The
+    /// returned permit counts the caller in flight meanwhile.
+    fn lone_here(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let may_block = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !self.inner.lone_sync_here || !may_block {
+            return None;
+        }
+        self.inner.ring.alone()
+    }
+}
+
+/// `write_sync_at` on the caller's thread: one `pwritev2` with `RWF_DSYNC` (`RWF_SYNC` for
+/// [`SyncKind::All`]), which the kernel makes durable before it returns.
+fn write_sync_here(
+    op: Admitted<Arc<OpenFile>>,
+    bufs: Vec<AlignedBuf>,
+    offset: u64,
+    kind: SyncKind,
+    sync_timer: OpTimer,
+) -> BufResult<usize, Vec<AlignedBuf>> {
+    let total = op.ctx.len.unwrap_or(0);
+    match diskio::backend::write_all_durable(&op.file.file, &bufs, offset, kind) {
+        Ok(()) => {
+            op.timer.ok(total);
+            sync_timer.ok(0);
+            (Ok(total as usize), bufs)
+        }
+        Err(e) => {
+            op.timer.err();
+            sync_timer.err();
+            (Err(op.file.err(op.ctx, e)), bufs)
+        }
+    }
+}
+
 /// How [`RawDisk::writev_chain`] makes its write durable.
 #[derive(Debug, Clone, Copy)]
 enum Durable {
@@ -372,6 +411,15 @@ impl DiskIo for RawDisk {
     async fn fsync(&self, file: FileId, kind: SyncKind) -> Result<()> {
         let req = Request::new(Op::Sync, file);
         let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
+        if let Some(_alone) = self.lone_here() {
+            let res = match kind {
+                SyncKind::Data => op.file.file.sync_data(),
+                SyncKind::All => op.file.file.sync_all(),
+            }
+            .map_err(|e| op.file.err(op.ctx, e));
+            op.timer.finish(&res, |_| 0);
+            return res;
+        }
         let sqe = fsync_sqe(&op.file, kind);
         self.run_plain(&op.ctx, op.file, sqe, op.timer)
             .await
@@ -446,6 +494,9 @@ impl DiskIo for RawDisk {
         }
         let sync_timer = self.inner.stats.start(Op::Sync);
         if !self.inner.linked_sync {
+            if let Some(_alone) = self.lone_here() {
+                return write_sync_here(op, bufs, offset, kind, sync_timer);
+            }
             let args = (file, bufs, offset, kind);
             return self.write_dsync(op, args, sync_timer).await;
         }

@@ -183,6 +183,17 @@ impl Ring {
         Ok(done)
     }
 
+    /// Counts its caller in flight, if nothing else is: for an operation that the caller then
+    /// runs itself, on its own thread, instead of through the ring. While the permit is held,
+    /// other operations see that they are not alone.
+    pub(crate) fn alone(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if self.reaper_dead.load(Ordering::Acquire) {
+            return None;
+        }
+        let permit = self.permits.try_acquire().ok()?;
+        (self.permits.available_permits() + 1 == self.in_flight_max).then_some(permit)
+    }
+
     /// Asks the reaper to finish: it stops once every operation in flight has completed.
     pub(crate) fn shutdown(&self) {
         let mut out = Deliveries::default();
