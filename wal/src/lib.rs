@@ -100,10 +100,11 @@
 //!   mid-commit, so nothing waits on a committer that is gone). Under load the groups grow and
 //!   the same committer runs back to back.
 //! - **One durable write per group**, [`DiskIo::write_sync_at`](diskio::DiskIo::write_sync_at):
-//!   on `diskio-raw` one `RWF_DSYNC` write, which the kernel syncs in the submitting context (on
-//!   the log's `O_DIRECT` segments, whose blocks were zero-filled beforehand, a single FUA
-//!   write); on the blocking backend and `diskio-uring`, `pwrite` + `fdatasync` on the
-//!   caller's own thread when nothing else is in flight.
+//!   on `diskio-raw` and the blocking backend one write with `RWF_DSYNC`, which the kernel
+//!   makes durable before it completes (on the log's `O_DIRECT` segments, whose blocks were
+//!   zero-filled beforehand, a single FUA write where the device has FUA); on `diskio-uring`,
+//!   `pwrite` + `fdatasync`. When nothing else is in flight, all three make that call on the
+//!   appender's own thread.
 //!
 //! Measured on a 2-vCPU VM (ext4 on virtio), three invocations of `diskio-bench --features
 //! peers`, 256-byte records, one writer, against the peer WALs and one thread calling `pwrite` +
@@ -136,7 +137,8 @@
 //! ## Segments
 //!
 //! Segments are files of `segment_bytes`, named by their first LSN. The next one is created,
-//! zero-filled and synced in the background under a temporary name; rotation writes its header,
+//! zero-filled (in 256 KiB writes, so that a group commit queued behind one waits little) and
+//! synced in the background under a temporary name; rotation writes its header,
 //! renames it and syncs the directory, so appenders never wait for a 64 MiB fill. Group commits
 //! then write over blocks that were written before, which makes their `fdatasync` cheaper than
 //! one that grows the file.

@@ -14,6 +14,14 @@ use crate::format::{HEADER_LEN, Salt, SegmentHeader, TEMP_SUFFIX, segment_name};
 use crate::options::Durability;
 use crate::state::{Active, Inner, Prepared, SegmentRef};
 
+/// Bytes of zeros per write when a new segment is filled. The fill runs while group commits
+/// go on, and a commit that reaches the device behind a fill write waits for it. Measured with
+/// 64 durable writers on diskio-raw, six 2 s runs each: 1 MiB chunks gave p99 per append
+/// 0.45-1.28 ms (median 1.08) and p99.9 1.6-3.6 ms; 256 KiB gave p99 0.50-1.22 ms (median 0.58)
+/// and p99.9 mostly near 1 ms, at the same records/s. 64 KiB chunks left the fill unfinished
+/// when rotation needed the segment (p99.9 15 ms).
+const FILL_CHUNK: u64 = 256 << 10;
+
 impl<D: DiskIo> Inner<D> {
     /// Seals the active segment (synced, closed) and starts a new one at the next queued LSN,
     /// from the file prepared in the background when there is one.
@@ -169,7 +177,7 @@ impl<D: DiskIo> Inner<D> {
                 other => other,
             };
         }
-        let chunk = (1u64 << 20).min(size) as usize;
+        let chunk = FILL_CHUNK.min(size) as usize;
         let mut at = 0u64;
         while at < size {
             let n = chunk.min((size - at) as usize);
