@@ -92,7 +92,7 @@ impl BlockingOptions {
     /// [`SyncKind::All`](diskio::SyncKind::All)), which the kernel makes durable before it
     /// returns (default: on, on Linux), rather than `pwritev` followed by `fdatasync` (`fsync`).
     ///
-    /// On an `O_DIRECT` file over blocks already written (as the WAL's preallocated segments
+    /// On an `O_DIRECT` file over blocks already written (as the WAL's zero-filled segments
     /// are) the kernel sends the write down as one FUA write, with no journal commit and no
     /// separate cache flush: cheaper than a write and a flush. On a buffered file it writes the
     /// range back and flushes, as `fdatasync` would, in one system call. What it makes durable

@@ -140,14 +140,15 @@ impl RawOptions {
     /// system call on its caller's thread instead of going through the ring, when that thread is
     /// a worker of a multi-thread Tokio runtime (default: on). `write_sync_at` is then one
     /// `pwritev2` with `RWF_DSYNC` (`RWF_SYNC` for [`SyncKind::All`](diskio::SyncKind::All));
-    /// with [`linked_sync`](Self::linked_sync) every durable write goes through the ring.
+    /// with [`linked_sync`](Self::linked_sync) every `write_sync_at` goes through the ring (a
+    /// lone `fsync` still runs here).
     ///
     /// Through the ring, a durable write on a device without FUA (`/sys/block/*/queue/fua` is 0,
     /// as on many virtual disks) completes in two steps: the kernel finishes the `O_DIRECT`
     /// write, then hands the sync to a kernel worker before it posts the completion; an `FSYNC`
     /// always goes to one. On the caller's thread the same call writes and syncs in place.
-    /// Measured on such a disk, 4 KiB at queue depth 1: through the ring 0.68-0.86x the IOPS of a
-    /// thread calling `pwrite` + `fdatasync` (p50 1.23-1.44x); see the crate docs for the
+    /// Measured on such a disk, 4 KiB at queue depth 1: through the ring 0.37-0.86x the IOPS of a
+    /// thread calling `pwrite` + `fdatasync` (p50 1.23-1.65x); see the crate docs for the
     /// figures with it on. With FUA, both are one FUA write. The price is the blocking backend's:
     /// the runtime thread is blocked for the length of the sync (the runtime's other workers
     /// take over its tasks). Under load every operation goes through the ring either way.
