@@ -155,11 +155,7 @@ impl DiskIo for BlockingDisk {
         let sync_timer = self.inner.stats.start(Op::Sync);
         let dsync = self.inner.dsync_write;
         self.submit_where(op.ctx, bufs, true, move |bufs, ctx| {
-            let out = if dsync {
-                write::writev_all_dsync(&f, bufs, offset, kind, ctx)
-            } else {
-                write::writev_all_then_sync(&f, bufs, offset, kind, ctx)
-            };
+            let out = write::write_sync(&f, (bufs, offset), kind, dsync, ctx);
             timer.finish(&out.0, |&n| n as u64);
             sync_timer.finish(&out.0, |_| 0);
             out

@@ -97,16 +97,20 @@ pub(crate) fn writev_all_then_sync(
     }
 }
 
-/// `write_sync_at` as one `pwritev2` with `RWF_DSYNC` (`RWF_SYNC` for
-/// [`SyncKind::All`](diskio::SyncKind::All)): the kernel makes the write durable before it
-/// returns ([`diskio::backend::write_all_durable`]).
-pub(crate) fn writev_all_dsync(
+/// `write_sync_at` on a worker thread (or a lone durable write's caller). With `dsync`, one
+/// `pwritev2` with `RWF_DSYNC` (`RWF_SYNC` for [`SyncKind::All`](diskio::SyncKind::All)) that
+/// the kernel makes durable before it returns ([`diskio::backend::write_all_durable`]); without,
+/// [`writev_all_then_sync`].
+pub(crate) fn write_sync(
     file: &OpenFile,
-    bufs: Vec<AlignedBuf>,
-    offset: u64,
+    (bufs, offset): (Vec<AlignedBuf>, u64),
     kind: diskio::SyncKind,
+    dsync: bool,
     ctx: Context,
 ) -> BufResult<usize, Vec<AlignedBuf>> {
+    if !dsync {
+        return writev_all_then_sync(file, bufs, offset, kind, ctx);
+    }
     match diskio::backend::write_all_durable(&file.file, &bufs, offset, kind) {
         Ok(()) => {
             let total = bufs.iter().map(|b| b.len()).sum();
