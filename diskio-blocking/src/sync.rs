@@ -6,11 +6,7 @@ use nix::fcntl::{FallocateFlags, fallocate};
 use crate::files::OpenFile;
 
 pub(crate) fn fsync(file: &OpenFile, kind: SyncKind, ctx: Context) -> Result<()> {
-    let res = match kind {
-        SyncKind::Data => file.file.sync_data(),
-        SyncKind::All => file.file.sync_all(),
-    };
-    res.map_err(|e| file.err(ctx, e))
+    diskio::backend::sync_file(&file.file, kind).map_err(|e| file.err(ctx, e))
 }
 
 pub(crate) fn preallocate(file: &OpenFile, offset: u64, len: u64, ctx: Context) -> Result<()> {

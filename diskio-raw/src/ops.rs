@@ -412,11 +412,8 @@ impl DiskIo for RawDisk {
         let req = Request::new(Op::Sync, file);
         let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
         if let Some(_alone) = self.lone_here() {
-            let res = match kind {
-                SyncKind::Data => op.file.file.sync_data(),
-                SyncKind::All => op.file.file.sync_all(),
-            }
-            .map_err(|e| op.file.err(op.ctx, e));
+            let res =
+                diskio::backend::sync_file(&op.file.file, kind).map_err(|e| op.file.err(op.ctx, e));
             op.timer.finish(&res, |_| 0);
             return res;
         }

@@ -186,7 +186,8 @@ impl DiskIo for UringDisk {
         let req = Request::new(Op::Sync, file);
         let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
         if let Some(_alone) = self.lone_here(&op.file) {
-            let res = sync_here(&op.file, kind).map_err(|e| op.file.err(op.ctx, e));
+            let res =
+                diskio::backend::sync_file(&op.file.std, kind).map_err(|e| op.file.err(op.ctx, e));
             op.timer.finish(&res, |_| 0);
             return res;
         }
@@ -300,14 +301,6 @@ impl DiskIo for UringDisk {
     }
 }
 
-/// `fsync` on the caller's thread ([`UringOptions::lone_sync_here`](crate::UringOptions::lone_sync_here)).
-fn sync_here(file: &OpenFile, kind: SyncKind) -> std::io::Result<()> {
-    match kind {
-        SyncKind::Data => file.std.sync_data(),
-        SyncKind::All => file.std.sync_all(),
-    }
-}
-
 /// `write_sync_at` on the caller's thread: every buffer written in order (`pwrite`, resumed
 /// after a short write), then the sync; success only once the sync returned.
 fn write_sync_here(
@@ -328,7 +321,7 @@ fn write_sync_here(
     }
     let total = (at - offset) as usize;
     op.timer.ok(total as u64);
-    match sync_here(f, kind) {
+    match diskio::backend::sync_file(&f.std, kind) {
         Ok(()) => {
             sync_timer.ok(0);
             (Ok(total), bufs)

@@ -63,6 +63,16 @@ fn write_all_then_sync(
         file.write_all_at(b, at)?;
         at += b.len() as u64;
     }
+    sync_file(file, kind)
+}
+
+/// `fdatasync` ([`SyncKind::Data`]) or `fsync` ([`SyncKind::All`]) of `file`, on the calling
+/// thread.
+///
+/// # Errors
+///
+/// The sync's error.
+pub fn sync_file(file: &File, kind: SyncKind) -> io::Result<()> {
     match kind {
         SyncKind::Data => file.sync_data(),
         SyncKind::All => file.sync_all(),

@@ -12,8 +12,8 @@
 //! - **The system, asked once**: [`direct_alignment`] (`statx`), [`IOV_MAX`], [`RW_MAX`].
 //! - **io_uring refusals explained** alike by every io_uring backend ([`setup_refused`],
 //!   [`explain_setup_error`], [`check_opcodes`], [`check_disable_env`]).
-//! - **A durable write on the calling thread** ([`write_all_durable`]): one `pwritev2` with
-//!   `RWF_DSYNC`, for paths that run a lone durable write where they are.
+//! - **Durable operations on the calling thread** ([`write_all_durable`], [`sync_file`]): one
+//!   `pwritev2` with `RWF_DSYNC`, or the sync, for paths that run them where they are.
 //! - **Write-then-sync** the provided way ([`write_then_sync`]) and the ladder after a linked
 //!   one ([`finish_linked`]).
 //! - **Option checks** with one wording ([`check_common`], [`check_within`],
@@ -34,7 +34,7 @@ pub use crate::disk::write_then_sync;
 pub use crate::error::check_range;
 pub use crate::stats::{COUNTED_OPS, OpTimer, Stats};
 pub use admit::{Admitted, OpBufs, Refused, Request, admit, start_open};
-pub use here::write_all_durable;
+pub use here::{sync_file, write_all_durable};
 pub use io_uring::{
     check_disable_env, check_opcodes, explain_setup_error, probe_refused, setup_refused,
 };
