@@ -411,7 +411,7 @@ impl DiskIo for RawDisk {
     async fn fsync(&self, file: FileId, kind: SyncKind) -> Result<()> {
         let req = Request::new(Op::Sync, file);
         let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
-        if let Some(_alone) = self.lone_here() {
+        if let Some(_alone) = self.lone_here().filter(|_| kind == SyncKind::Data) {
             let res =
                 diskio::backend::sync_file(&op.file.file, kind).map_err(|e| op.file.err(op.ctx, e));
             op.timer.finish(&res, |_| 0);

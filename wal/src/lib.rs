@@ -143,6 +143,18 @@
 //! then write over blocks that were written before, which makes their `fdatasync` cheaper than
 //! one that grows the file.
 //!
+//! The fill keeps out of the commits' way. It yields to the runtime's other tasks after each
+//! write (a backend may finish a lone write without ever returning `Pending`). Without
+//! `O_DIRECT` it makes its zeros durable a write at a time, so that the final sync does not send
+//! 64 MiB of dirty pages to the disk in one burst ahead of every commit's sync. And when the
+//! log reaches the end of its segment before the next one is filled (at 1,024 durable
+//! writers here the log writes about as fast as the disk takes the zeros), rotation does not
+//! wait: the fill stops at its next write and preallocates the rest, whose commits then cost a
+//! little more. [`WalStats::fills_cut`] counts those segments. Before these, 1,024 writers saw
+//! p99.9 per append of 33-53 ms on raw and in the buffered mode (every appender stalled at the
+//! end of each fill, or rotation waited up to 61 ms for one); after, 4.9-7.1 ms. The buffered
+//! mode pays for it at 64 writers: p99 0.52-0.67 ms against 0.37-0.46 ms.
+//!
 //! ## `O_DIRECT`
 //!
 //! With [`WalOptions::direct_io`], segments are opened with `O_DIRECT` and every group is

@@ -22,6 +22,14 @@ use crate::state::{Active, Inner, Prepared, SegmentRef};
 /// when rotation needed the segment (p99.9 15 ms).
 const FILL_CHUNK: u64 = 256 << 10;
 
+/// Without `O_DIRECT`, the fill makes its zeros durable every this many bytes. Before, the
+/// segment's final sync sent its 64 MiB of dirty pages to the disk in one burst, and at 1,024
+/// durable writers every commit's sync waited behind it: p99.9 per append 38-53 ms. Synced
+/// every chunk, 4.9-7.1 ms; every 1 MiB, still 26-29 ms. The price is one more flush per
+/// chunk while commits go on: at 64 writers the buffered mode's p99 went from 0.37-0.46 ms to
+/// 0.52-0.67 ms.
+const FILL_SYNC_EVERY: u64 = FILL_CHUNK;
+
 impl<D: DiskIo> Inner<D> {
     /// Seals the active segment (synced, closed) and starts a new one at the next queued LSN,
     /// from the file prepared in the background when there is one.
@@ -80,6 +88,7 @@ impl<D: DiskIo> Inner<D> {
                 return;
             }
             st.segments.preparing = true;
+            st.segments.rush = false;
             st.segments.prepared_count += 1;
             st.segments.prepared_count
         };
@@ -103,6 +112,7 @@ impl<D: DiskIo> Inner<D> {
     /// The prepared segment file, waiting for it if it is being made.
     async fn take_prepared(&self) -> Option<Prepared> {
         let mut taken = None;
+        self.lock().segments.rush = true;
         self.wait_for(|st| {
             taken = st.segments.prepared.take();
             taken.is_some() || !st.segments.preparing
@@ -129,7 +139,7 @@ impl<D: DiskIo> Inner<D> {
             .await?;
         let made = async {
             check_direct(&self.disk, file)?;
-            self.fill(file).await?;
+            self.fill(file, true).await?;
             self.disk.fsync(file, SyncKind::All).await
         }
         .await;
@@ -163,33 +173,68 @@ impl<D: DiskIo> Inner<D> {
     /// Fills a new segment file: zeros over the whole size (`zero_fill`, `Sync` durability), else
     /// preallocation; where the filesystem cannot preallocate (`EOPNOTSUPP`), the file is grown
     /// to its size instead and its blocks are allocated as the log fills it.
-    async fn fill(&self, file: FileId) -> diskio::Result<()> {
-        let disk = &self.disk;
+    ///
+    /// A fill in the background (`rushable`) that rotation finds unfinished stops at the next
+    /// chunk and preallocates the rest: the log's commits into that rest cost a little more
+    /// (the filesystem marks its blocks written as they sync), where waiting for the zeros
+    /// would stall every appender. At 1,024 durable writers the log writes about as fast as
+    /// the fill, and rotations waited up to 61 ms for it.
+    async fn fill(&self, file: FileId, rushable: bool) -> diskio::Result<()> {
         let size = self.opts.segment_bytes;
         // Written blocks make a per-group sync cheaper; without one (None, Periodic) zeros would
         // only double what goes to the disk.
         if !self.opts.zero_fill || self.opts.durability != Durability::Sync {
-            return match disk.preallocate(file, 0, size).await {
-                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                    tracing::debug!(error = %e, "the filesystem cannot preallocate a WAL segment; growing it instead");
-                    disk.set_len(file, size).await
-                }
-                other => other,
-            };
+            return self.preallocate(file, 0, size).await;
         }
+        let disk = &self.disk;
         let chunk = FILL_CHUNK.min(size) as usize;
         let mut at = 0u64;
         while at < size {
+            if rushable && self.lock().segments.rush {
+                tracing::debug!(
+                    filled = at,
+                    size,
+                    "rotation came before the next segment was zero-filled; preallocating the rest"
+                );
+                self.counters.fills_cut.fetch_add(1, Ordering::Relaxed);
+                return self.preallocate(file, at, size - at).await;
+            }
             let n = chunk.min((size - at) as usize);
             let mut zeros = disk.alloc(n)?;
             zeros.clear();
             zeros.resize(n)?;
             zeros.fill(0);
-            let (res, _) = disk.write_all_at(file, zeros, at).await;
+            let end = at + n as u64;
+            // Through the page cache, the zeros go to the disk a chunk at a time, not all at once
+            // when the segment is synced at the end (ahead of every commit's sync).
+            let res = if !self.opts.direct_io && end < size && end % FILL_SYNC_EVERY == 0 {
+                disk.write_sync_at(file, vec![zeros], at, SyncKind::Data)
+                    .await
+                    .0
+                    .map(drop)
+            } else {
+                disk.write_all_at(file, zeros, at).await.0.map(drop)
+            };
             res?;
-            at += n as u64;
+            at = end;
+            // A backend may finish a lone write on this thread without ever returning
+            // `Pending`; give the runtime's other tasks (appenders, the committer) their turn
+            // between chunks rather than after the whole segment.
+            tokio::task::yield_now().await;
         }
         Ok(())
+    }
+
+    /// Preallocates `len` bytes at `offset`, or grows the file to the end of that range where
+    /// the filesystem cannot preallocate (`EOPNOTSUPP`).
+    async fn preallocate(&self, file: FileId, offset: u64, len: u64) -> diskio::Result<()> {
+        match self.disk.preallocate(file, offset, len).await {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                tracing::debug!(error = %e, "the filesystem cannot preallocate a WAL segment; growing it instead");
+                self.disk.set_len(file, offset + len).await
+            }
+            other => other,
+        }
     }
 
     /// Writes (and syncs) the header of the segment starting at `first`; returns its salt.
@@ -235,7 +280,7 @@ impl<D: DiskIo> Inner<D> {
             .await?;
         let made = async {
             check_direct(disk, file)?;
-            self.fill(file).await?;
+            self.fill(file, false).await?;
             let salt = self.write_header(file, first).await?;
             disk.fsync(file, SyncKind::All).await?;
             Ok(salt)

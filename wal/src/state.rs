@@ -110,6 +110,9 @@ pub(crate) struct Segments {
     pub(crate) preparing: bool,
     /// Segments prepared so far (names the temporary files).
     pub(crate) prepared_count: u64,
+    /// Rotation waits for the segment being prepared: its fill stops at the next chunk and
+    /// preallocates the rest.
+    pub(crate) rush: bool,
 }
 
 impl Segments {

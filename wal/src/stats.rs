@@ -15,6 +15,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_written: AtomicU64,
     pub(crate) syncs: AtomicU64,
     pub(crate) rotations: AtomicU64,
+    pub(crate) fills_cut: AtomicU64,
     /// Updated by the committer, once per group or sync.
     histograms: Mutex<Histograms>,
 }
@@ -79,6 +80,7 @@ impl Counters {
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
             rotations: self.rotations.load(Ordering::Relaxed),
+            fills_cut: self.fills_cut.load(Ordering::Relaxed),
             group_records: Summary::of(&h.group_records, 1.0),
             commit_us: Summary::of(&h.commit_ns, 1000.0),
             sync_us: Summary::of(&h.sync_ns, 1000.0),
@@ -104,6 +106,10 @@ pub struct WalStats {
     pub syncs: u64,
     /// Segments started after the first.
     pub rotations: u64,
+    /// Segments whose zero-fill rotation cut short (the log caught up with the fill): their
+    /// rest was preallocated instead. Often nonzero means the disk cannot write the log and
+    /// the zeros of the next segment at the log's rate; larger segments give the fill longer.
+    pub fills_cut: u64,
     /// Records per group.
     pub group_records: Summary,
     /// Per group, µs from its oldest record being queued to the group being done (durable in

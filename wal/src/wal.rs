@@ -104,6 +104,7 @@ impl<D: DiskIo> Wal<D> {
             prepared: None,
             preparing: false,
             prepared_count: 0,
+            rush: false,
         };
         let state = State::new(next, segments);
         let wal = Self {
@@ -365,7 +366,9 @@ impl<D: DiskIo> Wal<D> {
                 !st.committing
             })
             .await;
-        // Let a segment being prepared finish, then drop it: it was never part of the log.
+        // Let a segment being prepared finish (its fill cut short), then drop it: it was never
+        // part of the log.
+        inner.lock().segments.rush = true;
         inner.wait_for(|st| !st.segments.preparing).await;
         let (file, prepared) = {
             let mut st = inner.lock();
