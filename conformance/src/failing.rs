@@ -1,12 +1,15 @@
-//! `FailingDisk`: a wrapper that fails the Nth write or sync with a chosen `errno`.
+//! `FailingDisk`: a wrapper that fails the Nth write or sync with a chosen `errno`, and can
+//! make the writes to chosen files slow.
 //!
 //! The tool for "fail at N" loops (SQLite's I/O error tests): run a workload with the fault at
 //! N = 1, 2, 3, ... until it completes without hitting the fault, and check at every N that the
 //! code above the disk reacted correctly.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use diskio::backend::{OpBufs, Refused, Request};
 use diskio::{
@@ -112,6 +115,9 @@ pub struct FailingDisk<D> {
     plan: Mutex<Option<FaultPlan>>,
     matched: AtomicU64,
     injected: AtomicU64,
+    /// Files whose name starts with this, opened from then on, write this much later.
+    slow: Mutex<Option<(String, Duration)>>,
+    slowed: Mutex<HashSet<FileId>>,
 }
 
 impl<D: DiskIo> FailingDisk<D> {
@@ -129,6 +135,34 @@ impl<D: DiskIo> FailingDisk<D> {
             plan: Mutex::new(None),
             matched: AtomicU64::new(0),
             injected: AtomicU64::new(0),
+            slow: Mutex::new(None),
+            slowed: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Makes every write (`write_at`, `writev_at`, and so the write half of `write_sync_at`) to
+    /// a file opened from now on whose name starts with `prefix` wait `delay` first: a slow
+    /// disk under that file, to see what waits for it.
+    pub fn slow_writes(&self, prefix: &str, delay: Duration) {
+        *self.slow.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((prefix.to_owned(), delay));
+    }
+
+    /// Waits as [`slow_writes`](Self::slow_writes) says before a write to `file`.
+    async fn pace(&self, file: FileId) {
+        let slowed = self
+            .slowed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&file);
+        let delay = self
+            .slow
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, d)| *d);
+        if let (true, Some(delay)) = (slowed, delay) {
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -233,9 +267,25 @@ impl<D: DiskIo> DiskIo for FailingDisk<D> {
                 return Err(e);
             }
         }
-        self.inner.open(path, options).await
+        let file = self.inner.open(path, options).await?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let slow = self.slow.lock().unwrap_or_else(PoisonError::into_inner);
+        if slow
+            .as_ref()
+            .is_some_and(|(prefix, _)| name.starts_with(prefix))
+        {
+            self.slowed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(file);
+        }
+        Ok(file)
     }
     async fn close(&self, file: FileId) -> Result<()> {
+        self.slowed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&file);
         self.inner.close(file).await
     }
     async fn read_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
@@ -243,7 +293,10 @@ impl<D: DiskIo> DiskIo for FailingDisk<D> {
     }
     async fn write_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
         match self.admit(Kind::Write, Request::at(Op::Write, file, offset), buf) {
-            Ok(buf) => self.inner.write_at(file, buf, offset).await,
+            Ok(buf) => {
+                self.pace(file).await;
+                self.inner.write_at(file, buf, offset).await
+            }
             Err((e, buf)) => (Err(e), buf),
         }
     }
@@ -254,7 +307,10 @@ impl<D: DiskIo> DiskIo for FailingDisk<D> {
         offset: u64,
     ) -> BufResult<usize, Vec<AlignedBuf>> {
         match self.admit(Kind::Write, Request::at(Op::Writev, file, offset), bufs) {
-            Ok(bufs) => self.inner.writev_at(file, bufs, offset).await,
+            Ok(bufs) => {
+                self.pace(file).await;
+                self.inner.writev_at(file, bufs, offset).await
+            }
             Err((e, bufs)) => (Err(e), bufs),
         }
     }

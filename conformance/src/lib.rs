@@ -10,7 +10,7 @@
 //! - [`model`]: a model-based property test against an in-memory model file.
 //! - [`suite!`]: turns all of them into one `#[test]` each for a backend constructor.
 //! - Fault-injecting disks to test code built on `DiskIo`: [`FailingDisk`] (fails the Nth write
-//!   or sync) and [`CrashDisk`] (simulated power loss with torn sectors, from a printed seed).
+//!   or sync; slows the writes to chosen files) and [`CrashDisk`] (simulated power loss with torn sectors, from a printed seed).
 //!
 //! Scenarios that cannot run on a machine (no `O_DIRECT` on the filesystem, no way to forbid a file as
 //! root, a backend that reports `Unsupported`) print `SKIPPED <test>: <reason>` to stderr, past

@@ -130,3 +130,41 @@ fn passthrough_keeps_the_model() {
         BlockingDisk::with_defaults().map(FailingDisk::passthrough)
     });
 }
+
+#[test]
+fn slow_writes_delay_the_files_named_and_change_nothing_else() {
+    run(
+        "failing_slow_writes",
+        Flavor::MultiThread,
+        BlockingDisk::with_defaults,
+        |cx| async move {
+            let disk = FailingDisk::passthrough(BlockingDisk::with_defaults().unwrap());
+            let delay = std::time::Duration::from_millis(50);
+            disk.slow_writes("slow-", delay);
+            let opts = OpenOptions::read_write_create();
+            let slow = disk.open(&cx.path("slow-f"), &opts).await.unwrap();
+            let fast = disk.open(&cx.path("fast-f"), &opts).await.unwrap();
+            let started = std::time::Instant::now();
+            let (res, _) = disk.write_at(slow, buf(b"slow"), 0).await;
+            assert_eq!(res.unwrap(), 4);
+            let (res, _) = disk
+                .write_sync_at(slow, vec![buf(b"sync")], 4, SyncKind::Data)
+                .await;
+            assert_eq!(res.unwrap(), 4);
+            // A sleep lasts at least its length: two delayed writes take at least twice it.
+            assert!(
+                started.elapsed() >= 2 * delay,
+                "both writes to slow-f waited"
+            );
+            let (res, _) = disk.write_at(fast, buf(b"fast"), 0).await;
+            assert_eq!(res.unwrap(), 4);
+            for (f, want) in [(slow, &b"slowsync"[..]), (fast, &b"fast"[..])] {
+                let (res, back) = disk.read_at(f, disk.alloc(16).unwrap(), 0).await;
+                assert_eq!(res.unwrap(), want.len());
+                assert_eq!(&back[..], want, "the data landed");
+            }
+            assert_eq!(disk.injected(), 0, "nothing failed");
+            conformance::harness::Outcome::Passed
+        },
+    );
+}
