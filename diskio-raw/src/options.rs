@@ -144,9 +144,10 @@ impl RawOptions {
     /// [`linked_sync`](Self::linked_sync) every `write_sync_at` goes through the ring (a lone
     /// `fsync` of data still runs here). A full `fsync` (`SyncKind::All`) always goes through
     /// the ring: it writes the file's metadata too, which after a large write of new blocks
-    /// took about 30 ms here, and a worker blocked that long holds up the task it woke last
-    /// (which no other worker steals). With 1,024 WAL writers, that stalled every appender for
-    /// 24-33 ms each time the log's next segment was synced after its fill.
+    /// can take tens of ms, and a worker blocked that long holds up the task it woke last
+    /// (which no other worker steals). With 1,024 WAL writers, every appender stalled for
+    /// 24-33 ms each time the log's next segment (64 MiB of new blocks) was synced after its
+    /// fill; with the full sync on the ring, those stalls were gone.
     ///
     /// Through the ring, a durable write on a device without FUA (`/sys/block/*/queue/fua` is 0,
     /// as on many virtual disks) completes in two steps: the kernel finishes the `O_DIRECT`
