@@ -5,7 +5,7 @@
 //! N = 1, 2, 3, ... until it completes without hitting the fault, and check at every N that the
 //! code above the disk reacted correctly.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -115,9 +115,16 @@ pub struct FailingDisk<D> {
     plan: Mutex<Option<FaultPlan>>,
     matched: AtomicU64,
     injected: AtomicU64,
-    /// Files whose name starts with this, opened from then on, write this much later.
-    slow: Mutex<Option<(String, Duration)>>,
-    slowed: Mutex<HashSet<FileId>>,
+    /// Which files write late, and how late.
+    slow: Mutex<Slow>,
+}
+
+/// What [`FailingDisk::slow_writes`] set: the rule for files opened from then on, and the open
+/// files it caught with their delay.
+#[derive(Default)]
+struct Slow {
+    rule: Option<(String, Duration)>,
+    files: HashMap<FileId, Duration>,
 }
 
 impl<D: DiskIo> FailingDisk<D> {
@@ -135,8 +142,7 @@ impl<D: DiskIo> FailingDisk<D> {
             plan: Mutex::new(None),
             matched: AtomicU64::new(0),
             injected: AtomicU64::new(0),
-            slow: Mutex::new(None),
-            slowed: Mutex::new(HashSet::new()),
+            slow: Mutex::new(Slow::default()),
         }
     }
 
@@ -144,24 +150,17 @@ impl<D: DiskIo> FailingDisk<D> {
     /// a file opened from now on whose name starts with `prefix` wait `delay` first: a slow
     /// disk under that file, to see what waits for it.
     pub fn slow_writes(&self, prefix: &str, delay: Duration) {
-        *self.slow.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((prefix.to_owned(), delay));
+        self.slow().rule = Some((prefix.to_owned(), delay));
+    }
+
+    fn slow(&self) -> std::sync::MutexGuard<'_, Slow> {
+        self.slow.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits as [`slow_writes`](Self::slow_writes) says before a write to `file`.
     async fn pace(&self, file: FileId) {
-        let slowed = self
-            .slowed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&file);
-        let delay = self
-            .slow
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|(_, d)| *d);
-        if let (true, Some(delay)) = (slowed, delay) {
+        let delay = self.slow().files.get(&file).copied();
+        if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
     }
@@ -269,23 +268,17 @@ impl<D: DiskIo> DiskIo for FailingDisk<D> {
         }
         let file = self.inner.open(path, options).await?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let slow = self.slow.lock().unwrap_or_else(PoisonError::into_inner);
-        if slow
-            .as_ref()
-            .is_some_and(|(prefix, _)| name.starts_with(prefix))
-        {
-            self.slowed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(file);
+        let mut slow = self.slow();
+        if let Some((prefix, delay)) = &slow.rule {
+            if name.starts_with(prefix.as_str()) {
+                let delay = *delay;
+                slow.files.insert(file, delay);
+            }
         }
         Ok(file)
     }
     async fn close(&self, file: FileId) -> Result<()> {
-        self.slowed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&file);
+        self.slow().files.remove(&file);
         self.inner.close(file).await
     }
     async fn read_at(&self, file: FileId, buf: AlignedBuf, offset: u64) -> BufResult<usize> {
