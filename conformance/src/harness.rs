@@ -3,10 +3,11 @@
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use diskio::{DiskIo, Error};
+use diskio::{DiskIo, Error, OpenOptions, SyncKind};
 
 /// What a scenario reports when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,4 +161,72 @@ where
         Outcome::Passed => {}
         Outcome::Skipped(reason) => report_skip(test, &reason),
     }
+}
+
+/// Where a backend runs a lone sync: of `rounds` syncs of `kind`, each alone in flight after a
+/// one-block write to the same file, how many were done on their first poll, on a
+/// multi-thread runtime (the caller is [`run`]'s thread inside it). `None` when the backend is
+/// unsupported here (a visible skip, as in [`run`]).
+///
+/// A backend that makes a lone sync's system call on its caller's thread (as the shipped ones
+/// do for [`SyncKind::Data`] when the caller may block) finishes every one there. One that
+/// hands the sync to another thread, and does not poll for the answer before returning
+/// `Pending` (turn its spin off), almost never does: its caller would have to lose its CPU for
+/// the whole sync between the hand-off and the first check.
+///
+/// # Panics
+///
+/// When the backend cannot be built, or the file cannot be opened, written, synced or closed.
+pub fn lone_syncs_done_at_once<D, M>(
+    test: &str,
+    make: M,
+    kind: SyncKind,
+    rounds: usize,
+) -> Option<usize>
+where
+    D: DiskIo,
+    M: FnOnce() -> diskio::Result<D>,
+{
+    let mut counted = None;
+    run(test, Flavor::MultiThread, make, |cx| {
+        let counted = &mut counted;
+        async move {
+            match count_lone_syncs_done_at_once(&cx, kind, rounds).await {
+                Ok(n) => *counted = Some(n),
+                Err(e) => panic!("{test}: {e}"),
+            }
+            Outcome::Passed
+        }
+    });
+    counted
+}
+
+async fn count_lone_syncs_done_at_once<D: DiskIo>(
+    cx: &Cx<D>,
+    kind: SyncKind,
+    rounds: usize,
+) -> diskio::Result<usize> {
+    let disk = &cx.disk;
+    let file = disk
+        .open(&cx.path("lone-sync"), &OpenOptions::read_write_create())
+        .await?;
+    let mut at_once = 0;
+    let mut waker = std::task::Context::from_waker(std::task::Waker::noop());
+    for round in 0..rounds {
+        let block = disk.alignment();
+        let (written, _) = disk
+            .write_at(file, disk.alloc(block)?, (round * block) as u64)
+            .await;
+        written?;
+        let mut sync = pin!(disk.fsync(file, kind));
+        match sync.as_mut().poll(&mut waker) {
+            std::task::Poll::Ready(res) => {
+                res?;
+                at_once += 1;
+            }
+            std::task::Poll::Pending => sync.await?,
+        }
+    }
+    disk.close(file).await?;
+    Ok(at_once)
 }

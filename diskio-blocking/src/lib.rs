@@ -12,8 +12,8 @@
 //! back. Futures are `Send` and need nothing from the runtime, so they run on any Tokio runtime,
 //! current-thread or multi-thread.
 //!
-//! - **A lone durable operation runs on its caller's thread.** An `fsync` or `write_sync_at`
-//!   that is alone in flight, called from a worker of a multi-thread Tokio runtime, makes its
+//! - **A lone durable operation runs on its caller's thread.** A `write_sync_at` or an `fsync`
+//!   of data (a full `fsync` always goes to a worker) that is alone in flight, called from a worker of a multi-thread Tokio runtime, makes its
 //!   system calls right there: a sync outlasts any spin, and the hand-off to a worker and the
 //!   wake-up back cost tens of µs on a virtual machine. With it (and the WAL's own change of
 //!   the same release) the WAL's durable single writer went from 0.72-0.80x to 0.91-1.21x the

@@ -172,7 +172,10 @@ impl DiskIo for BlockingDisk {
             timer.finish(&res, |_| 0);
             (res, ())
         };
-        self.submit_where(op.ctx, (), true, job).await.0
+        // A full sync can take tens of ms after a large write of new blocks: never on a
+        // runtime worker (see `BlockingOptions::lone_sync_here`).
+        let here_if_alone = kind == SyncKind::Data;
+        self.submit_where(op.ctx, (), here_if_alone, job).await.0
     }
 
     async fn preallocate(&self, file: FileId, offset: u64, len: u64) -> Result<()> {

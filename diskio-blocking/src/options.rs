@@ -72,9 +72,14 @@ impl BlockingOptions {
         self
     }
 
-    /// Whether a durable operation (`fsync`, `write_sync_at`) that is alone in flight runs on
-    /// its caller's thread rather than a worker, when that thread is a worker of a multi-thread
-    /// Tokio runtime (default: on).
+    /// Whether a durable operation (`write_sync_at`, `fsync` of
+    /// [`SyncKind::Data`](diskio::SyncKind::Data)) that is alone in flight runs on its caller's
+    /// thread rather than a worker, when that thread is a worker of a multi-thread Tokio
+    /// runtime (default: on). A full `fsync` ([`SyncKind::All`](diskio::SyncKind::All)) always
+    /// goes to a worker: it writes the file's metadata too, which after a large write of new
+    /// blocks can take tens of ms, and a runtime worker blocked that long holds up the task it
+    /// woke last, which no other worker steals (see the raw backend's `lone_sync_here` for what
+    /// that did to 1,024 WAL writers).
     ///
     /// At queue depth 1 a sync outlasts any spin, so handing it to a worker costs two thread
     /// wake-ups: tens of µs on a virtual machine, against a sync of about 100 µs. Run here, the

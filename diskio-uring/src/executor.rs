@@ -42,8 +42,11 @@ impl<T: Counted> Reply<T> {
         (Self { tx, clocks }, rx)
     }
 
-    /// Sends the result; `false` if the caller is gone (its clocks then finished here).
-    pub(crate) fn send(self, value: T) -> bool {
+    /// Sends the result; `false` if the caller is gone (its clocks then finished here). The
+    /// job leaves `pending` first, so a caller holding its answer never finds its own job
+    /// still counted there (a lone sync right after a write would miss the caller's thread).
+    pub(crate) fn send(self, value: T, pending: &AtomicUsize) -> bool {
+        pending.fetch_sub(1, Ordering::Release);
         match self.tx.send((value, self.clocks)) {
             Ok(()) => true,
             Err((value, clocks)) => {
@@ -307,16 +310,15 @@ async fn serve(mut queue: mpsc::Receiver<Job>, config: Config, pending: Arc<Atom
                 match open(&path, &options, key) {
                     Ok((file, opened)) => {
                         files.borrow_mut().insert(key, Rc::new(file));
-                        if !reply.send(Ok(opened)) {
+                        if !reply.send(Ok(opened), &pending) {
                             // The caller left: nobody will ever close it.
                             files.borrow_mut().remove(&key);
                         }
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(e));
+                        let _ = reply.send(Err(e), &pending);
                     }
                 }
-                pending.fetch_sub(1, Ordering::Release);
             }
             Job::Close { key } => {
                 // Jobs in flight hold their own reference: the descriptor closes after them.
@@ -327,8 +329,7 @@ async fn serve(mut queue: mpsc::Receiver<Job>, config: Config, pending: Arc<Atom
                 let files = Rc::clone(&files);
                 let pending = Arc::clone(&pending);
                 tokio_uring::spawn(async move {
-                    run(&files, job).await;
-                    pending.fetch_sub(1, Ordering::Release);
+                    run(&files, job, &pending).await;
                     drop(permit);
                 });
             }
@@ -376,7 +377,7 @@ fn not_open() -> io::Error {
 
 /// Runs one I/O job on this thread's ring and replies. A reply that finds its caller gone is
 /// dropped, and the buffers with it, after the kernel is done with them.
-async fn run(files: &Files, job: Job) {
+async fn run(files: &Files, job: Job, pending: &AtomicUsize) {
     let file = |key: &u64| files.borrow().get(key).cloned();
     match job {
         Job::Read {
@@ -396,7 +397,7 @@ async fn run(files: &Files, job: Job) {
                 }
                 None => (Err(not_open()), buf),
             };
-            let _ = reply.send(out);
+            let _ = reply.send(out, pending);
         }
         Job::Write {
             key,
@@ -411,7 +412,7 @@ async fn run(files: &Files, job: Job) {
                 }
                 None => (Err(not_open()), buf),
             };
-            let _ = reply.send(out);
+            let _ = reply.send(out, pending);
         }
         Job::Writev {
             key,
@@ -423,7 +424,7 @@ async fn run(files: &Files, job: Job) {
                 Some(f) => writev(&f, bufs, offset).await,
                 None => (Err(not_open()), bufs),
             };
-            let _ = reply.send(out);
+            let _ = reply.send(out, pending);
         }
         Job::WriteSync {
             key,
@@ -436,14 +437,14 @@ async fn run(files: &Files, job: Job) {
                 Some(f) => write_sync(&f, bufs, offset, kind).await,
                 None => (WriteSync::WriteFailed(not_open()), bufs),
             };
-            let _ = reply.send(out);
+            let _ = reply.send(out, pending);
         }
         Job::Sync { key, kind, reply } => {
             let res = match file(&key) {
                 Some(f) => sync(&f, kind).await,
                 None => Err(not_open()),
             };
-            let _ = reply.send(res);
+            let _ = reply.send(res, pending);
         }
         Job::Fallocate {
             key,
@@ -455,11 +456,11 @@ async fn run(files: &Files, job: Job) {
                 Some(f) => f.fallocate(offset, len, 0).await,
                 None => Err(not_open()),
             };
-            let _ = reply.send(res);
+            let _ = reply.send(res, pending);
         }
         Job::SetLen { file, len, reply } => {
             // tokio-uring has no truncate operation: the system call, on this thread.
-            let _ = reply.send(file.std.set_len(len));
+            let _ = reply.send(file.std.set_len(len), pending);
         }
         Job::Open { .. } | Job::Close { .. } | Job::Crash => {}
     }

@@ -32,7 +32,7 @@
 //! | `fsync` | tokio-uring `FSYNC` (with `DATASYNC` for [`SyncKind::Data`](diskio::SyncKind::Data)) |
 //! | `preallocate` | tokio-uring `FALLOCATE` |
 //! | `write_sync_at` | `WRITEV` then `FSYNC` in one job: one trip to the executor, two submissions (tokio-uring cannot link them) |
-//! | `fsync`, `write_sync_at` alone | `pwrite` + `fdatasync`/`fsync` **on the caller's thread**, when nothing else is in flight or queued on the file's executor and the caller is a multi-thread runtime's worker ([`UringOptions::lone_sync_here`], on by default) |
+//! | `write_sync_at`, `fsync` of data, alone | `pwrite` + `fdatasync`/`fsync` **on the caller's thread**, when nothing else is in flight or queued on the file's executor and the caller is a multi-thread runtime's worker ([`UringOptions::lone_sync_here`], on by default) |
 //! | `open` | `open(2)`, `fstat` and `statx` **on the executor thread** (the `statx` reads the `O_DIRECT` alignment) |
 //! | `set_len` | `ftruncate(2)` **on the executor thread** (tokio-uring has no truncate operation) |
 //! | `file_len` | `fstat` on the caller's thread (it never waits for the device) |

@@ -185,7 +185,10 @@ impl DiskIo for UringDisk {
     async fn fsync(&self, file: FileId, kind: SyncKind) -> Result<()> {
         let req = Request::new(Op::Sync, file);
         let op = self.inner.files.admit_plain(&self.inner.stats, req)?;
-        if let Some(_alone) = self.lone_here(&op.file) {
+        // A full sync can take tens of ms after a large write of new blocks: never on a
+        // runtime worker (see `UringOptions::lone_sync_here`).
+        let alone = self.lone_here(&op.file).filter(|_| kind == SyncKind::Data);
+        if let Some(_alone) = alone {
             let res =
                 diskio::backend::sync_file(&op.file.std, kind).map_err(|e| op.file.err(op.ctx, e));
             op.timer.finish(&res, |_| 0);

@@ -98,10 +98,14 @@ impl UringOptions {
         self
     }
 
-    /// Whether a durable operation (`fsync`, `write_sync_at`) that is alone (no other caller in
-    /// flight, nothing queued or running on the file's executor) makes its system calls on its
-    /// caller's thread, when that thread is a worker of a multi-thread Tokio runtime (default:
-    /// on).
+    /// Whether a durable operation (`write_sync_at`, `fsync` of
+    /// [`SyncKind::Data`](diskio::SyncKind::Data)) that is alone (no other caller in flight,
+    /// nothing queued or running on the file's executor) makes its system calls on its caller's
+    /// thread, when that thread is a worker of a multi-thread Tokio runtime (default: on). A
+    /// full `fsync` ([`SyncKind::All`](diskio::SyncKind::All)) always goes to the executor: it
+    /// writes the file's metadata too, which after a large write of new blocks can take tens of
+    /// ms, and a runtime worker blocked that long holds up the task it woke last, which no
+    /// other worker steals.
     ///
     /// Through the executor, a lone write + sync takes a hop to the executor thread, two
     /// submissions (tokio-uring links nothing and takes no `RWF_DSYNC`), the kernel worker that
