@@ -246,10 +246,8 @@ impl<D: DiskIo> Inner<D> {
         for c in chunks {
             buf.extend_from_slice(&c.bytes)?;
         }
-        if len > data {
-            buf.resize(len)?;
-            buf[data..].fill(0);
-        }
+        // With `direct_io`, zeros to the end of the block (`resize` writes them).
+        buf.resize(len)?;
         Ok(buf)
     }
 }

@@ -188,6 +188,15 @@ impl<D: DiskIo> Inner<D> {
         }
         let disk = &self.disk;
         let chunk = FILL_CHUNK.min(size) as usize;
+        // One buffer of zeros for the whole fill: every write gives it back unchanged (a
+        // buffer not given back is made again).
+        let new_zeros = || -> diskio::Result<AlignedBuf> {
+            let mut zeros = disk.alloc(chunk)?;
+            zeros.clear();
+            zeros.resize(chunk)?;
+            Ok(zeros)
+        };
+        let mut zeros = new_zeros()?;
         let mut at = 0u64;
         while at < size {
             if rushable && self.lock().segments.rush {
@@ -200,20 +209,22 @@ impl<D: DiskIo> Inner<D> {
                 return self.preallocate(file, at, size - at).await;
             }
             let n = chunk.min((size - at) as usize);
-            let mut zeros = disk.alloc(n)?;
-            zeros.clear();
-            zeros.resize(n)?;
-            zeros.fill(0);
+            if zeros.len() < n {
+                zeros = new_zeros()?;
+            }
+            zeros.truncate(n);
             let end = at + n as u64;
             // Through the page cache, the zeros go to the disk a chunk at a time, not all at once
             // when the segment is synced at the end (ahead of every commit's sync).
-            let res = if !self.opts.direct_io && end < size && end % FILL_SYNC_EVERY == 0 {
-                disk.write_sync_at(file, vec![zeros], at, SyncKind::Data)
-                    .await
-                    .0
-                    .map(drop)
+            let res;
+            (res, zeros) = if !self.opts.direct_io && end < size && end % FILL_SYNC_EVERY == 0 {
+                let (res, mut back) = disk
+                    .write_sync_at(file, vec![zeros], at, SyncKind::Data)
+                    .await;
+                (res.map(drop), back.pop().unwrap_or_default())
             } else {
-                disk.write_all_at(file, zeros, at).await.0.map(drop)
+                let (res, back) = disk.write_all_at(file, zeros, at).await;
+                (res.map(drop), back)
             };
             res?;
             at = end;
