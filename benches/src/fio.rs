@@ -161,6 +161,7 @@ pub fn parse(report: &str, pattern: Pattern) -> Result<Figures, String> {
         p999_us: f64::NAN,
         mean_us,
         cpu_us_per_op: f64::NAN,
+        user_cpu_us_per_op: f64::NAN,
         // fio's report is read for p50 and p99 only.
         curve_us: [f64::NAN; crate::report::CURVE.len()],
     })

@@ -64,7 +64,7 @@ pub struct Sample {
     /// Per-operation latency in nanoseconds.
     pub latency_ns: Histogram<u64>,
     /// CPU time of the whole process during the measurement window, where it was measured.
-    pub cpu: Option<Duration>,
+    pub cpu: Option<cpu::CpuTime>,
 }
 
 impl Sample {
@@ -119,10 +119,21 @@ impl Sample {
         self.latency_ns.mean() / 1000.0
     }
 
-    /// CPU time of the process per operation counted, in microseconds (`NaN` if not measured).
+    /// CPU time of the process (user + system) per operation counted, in microseconds (`NaN`
+    /// if not measured).
     pub fn cpu_us_per_op(&self) -> f64 {
-        match self.cpu {
-            Some(cpu) if self.ops > 0 => cpu.as_secs_f64() * 1e6 / self.ops as f64,
+        self.per_op(self.cpu.map(|c| c.total()))
+    }
+
+    /// User CPU time of the process per operation counted, in microseconds (`NaN` if not
+    /// measured): the part spent in the engine's own code rather than in the kernel.
+    pub fn user_cpu_us_per_op(&self) -> f64 {
+        self.per_op(self.cpu.map(|c| c.user))
+    }
+
+    fn per_op(&self, time: Option<Duration>) -> f64 {
+        match time {
+            Some(t) if self.ops > 0 => t.as_secs_f64() * 1e6 / self.ops as f64,
             _ => f64::NAN,
         }
     }

@@ -31,6 +31,8 @@ pub struct Figures {
     pub mean_us: f64,
     /// CPU time of the whole process per operation, µs (`NaN` where not measured).
     pub cpu_us_per_op: f64,
+    /// The user part of [`cpu_us_per_op`](Self::cpu_us_per_op), µs.
+    pub user_cpu_us_per_op: f64,
     /// Latency at each of [`CURVE`], µs: the distribution, for plots.
     pub curve_us: [f64; CURVE.len()],
 }
@@ -60,6 +62,7 @@ impl Figures {
             p999_us: s.latency_us(0.999),
             mean_us: s.mean_us(),
             cpu_us_per_op: s.cpu_us_per_op(),
+            user_cpu_us_per_op: s.user_cpu_us_per_op(),
             curve_us: CURVE.map(|q| s.latency_us(q)),
         }
     }
@@ -75,6 +78,7 @@ impl Figures {
             p999_us: m(|f| f.p999_us),
             mean_us: m(|f| f.mean_us),
             cpu_us_per_op: m(|f| f.cpu_us_per_op),
+            user_cpu_us_per_op: m(|f| f.user_cpu_us_per_op),
             curve_us: std::array::from_fn(|i| median(runs.iter().map(|f| f.curve_us[i]).collect())),
         }
     }
@@ -109,6 +113,7 @@ pub fn figures_json(f: &Figures) -> serde_json::Value {
         "p999_us": f.p999_us,
         "mean_us": f.mean_us,
         "cpu_us_per_op": f.cpu_us_per_op,
+        "user_cpu_us_per_op": f.user_cpu_us_per_op,
         "latency_us_at": CURVE
             .iter()
             .zip(f.curve_us)

@@ -112,6 +112,7 @@ fn parse(line: &str) -> Result<Figures, String> {
         p999_us: us(v[6]),
         mean_us: us(v[3]),
         cpu_us_per_op: f64::NAN,
+        user_cpu_us_per_op: f64::NAN,
         curve_us: std::array::from_fn(|i| us(v[7 + i])),
     })
 }

@@ -426,6 +426,7 @@ impl WalEngine {
                     p999_us: f64::NAN,
                     mean_us: f64::NAN,
                     cpu_us_per_op: f64::NAN,
+                    user_cpu_us_per_op: f64::NAN,
                     curve_us: [f64::NAN; benches::report::CURVE.len()],
                 })
             }
@@ -574,7 +575,8 @@ fn run_wal(
          preallocated file, as records of the workload's frame size per second (the disk's \
          rate for the writes an unsynced log makes); \
          * unless the workload says otherwise; CPU us: user + system time of the whole process \
-         (every thread, io_uring workers included) per record, over the measured second",
+         (every thread, io_uring workers included) per record, over the measured second (the \
+         JSON report gives its user part too)",
         args.runs
     );
     let records: u64 = if args.quick { 100_000 } else { 1_000_000 };
