@@ -48,6 +48,13 @@
 #![forbid(unsafe_code)]
 
 mod error;
+
+/// The repository README's Rust examples, compiled as doc tests (`no_run`: they would write
+/// files in the working directory), so that they keep building against the crates' API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
+
 pub mod kv;
 mod meta;
 pub mod net;
