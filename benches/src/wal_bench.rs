@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diskio::DynDiskIo;
+use diskio::{DiskIo, DynDiskIo};
 use wal::{Durability, Wal, WalOptions};
 
 use crate::Sample;
@@ -61,7 +61,8 @@ impl WalBackend {
         !matches!(self, WalBackend::BlockingBuffered | WalBackend::RawBuffered)
     }
 
-    /// A new backend of this kind, with default options.
+    /// A new backend of this kind, with default options, behind the object-safe form (for the
+    /// replay figures, where one call moves a whole window).
     fn disk(self) -> Result<Arc<dyn DynDiskIo>, String> {
         Ok(match self {
             WalBackend::Blocking | WalBackend::BlockingBuffered => {
@@ -77,13 +78,41 @@ impl WalBackend {
     }
 }
 
-/// Runs `w` on a fresh log in `dir` (created, and removed afterwards).
+/// Runs `w` on a fresh log in `dir` (created, and removed afterwards), on the backend's own
+/// type, as a service that picks its backend at build time does (no boxed future per
+/// operation).
 ///
 /// # Errors
 ///
 /// A message when the backend or the log cannot start, or an append fails.
 pub fn run(backend: WalBackend, w: &WalWorkload, dir: &Path) -> Result<Figures, String> {
-    let disk = backend.disk()?;
+    let e = |e: diskio::Error| e.to_string();
+    match backend {
+        WalBackend::Blocking | WalBackend::BlockingBuffered => {
+            let disk = diskio_blocking::BlockingDisk::with_defaults().map_err(e)?;
+            run_on(disk, backend, w, dir)
+        }
+        WalBackend::Raw | WalBackend::RawBuffered => run_on(
+            diskio_raw::RawDisk::with_defaults().map_err(e)?,
+            backend,
+            w,
+            dir,
+        ),
+        WalBackend::Uring => run_on(
+            diskio_uring::UringDisk::with_defaults().map_err(e)?,
+            backend,
+            w,
+            dir,
+        ),
+    }
+}
+
+fn run_on<D: DiskIo>(
+    disk: D,
+    backend: WalBackend,
+    w: &WalWorkload,
+    dir: &Path,
+) -> Result<Figures, String> {
     let _ = std::fs::remove_dir_all(dir);
     let rt = crate::engines::runtime()?;
     let w = *w;
