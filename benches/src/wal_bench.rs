@@ -27,6 +27,9 @@ pub struct WalWorkload {
     pub segment_bytes: Option<u64>,
     /// How long one measurement runs (after a warm-up of a fifth of it, at most 200 ms).
     pub duration: Duration,
+    /// On a memory filesystem (`/dev/shm`) rather than the disk: syncs cost next to nothing
+    /// there, so a durable figure is each log's own cost per commit (its code and system calls).
+    pub in_memory: bool,
 }
 
 /// Which backend the log runs on.

@@ -321,9 +321,15 @@ fn wal_workloads(args: &Args) -> Vec<WalWorkload> {
         durability,
         duration,
         segment_bytes: None,
+        in_memory: false,
     };
     vec![
         w("WAL durable, 1 writer", 1, Durability::Sync),
+        // The same on tmpfs, where a sync costs next to nothing: each log's own cost per commit.
+        WalWorkload {
+            in_memory: true,
+            ..w("WAL durable, 1 writer, tmpfs", 1, Durability::Sync)
+        },
         w("WAL durable, 64 writers", 64, Durability::Sync),
         // A rotation every ~4 groups: 64 writers' groups of ~17 KiB into 64 KiB segments.
         WalWorkload {
@@ -434,6 +440,16 @@ impl WalEngine {
     }
 }
 
+/// Where the logs of `w` go: under the scratch directory, or for an in-memory workload under
+/// `/dev/shm` (a tmpfs on Linux; the engines then report its absence as their error).
+fn wal_dir(args: &Args, w: &WalWorkload) -> std::path::PathBuf {
+    if w.in_memory {
+        std::path::Path::new("/dev/shm").join(format!("diskio-bench-wal-{}", std::process::id()))
+    } else {
+        args.dir.join("wal")
+    }
+}
+
 fn run_wal(
     args: &Args,
     chosen: &[WalWorkload],
@@ -464,7 +480,7 @@ fn run_wal(
                 let i = (k + run) % backends.len();
                 bar.set_message(format!("{} / {}", w.name, backends[i].name()));
                 if let Some(Ok(v)) = &mut runs[i] {
-                    match backends[i].run(w, &args.dir.join("wal")) {
+                    match backends[i].run(w, &wal_dir(args, w)) {
                         Ok(f) => v.push(f),
                         Err(e) => runs[i] = Some(Err(e)),
                     }
@@ -537,7 +553,11 @@ fn run_wal(
                         _ => String::new(),
                     };
                     let vs_sync = match sync_ref {
-                        Some(rf) if w.writers == 1 && w.durability == Durability::Sync => {
+                        Some(rf)
+                            if w.writers == 1
+                                && w.durability == Durability::Sync
+                                && !w.in_memory =>
+                        {
                             format!(" | {:.2}x ({:.1} us)", f.p50_us / rf.p50_us, rf.p50_us)
                         }
                         // Several unsynced writers: the time each call takes, on average.
