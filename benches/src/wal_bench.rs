@@ -1,7 +1,7 @@
 //! The WAL measured the way its users use it: `writers` tasks each appending records in a loop,
 //! on a fresh log, for a fixed time.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,51 @@ pub struct WalWorkload {
     /// On a memory filesystem (`/dev/shm`) rather than the disk: syncs cost next to nothing
     /// there, so a durable figure is each log's own cost per commit (its code and system calls).
     pub in_memory: bool,
+}
+
+impl WalWorkload {
+    /// Where this workload's logs go: `scratch/wal`, or for an in-memory workload a directory
+    /// under `/dev/shm` (a tmpfs on Linux).
+    pub fn dir(&self, scratch: &Path) -> PathBuf {
+        if self.in_memory {
+            Path::new("/dev/shm").join(format!("diskio-bench-wal-{}", std::process::id()))
+        } else {
+            scratch.join("wal")
+        }
+    }
+}
+
+/// The WAL workloads of `diskio-bench`, each measured for `duration`.
+pub fn workloads(duration: Duration) -> Vec<WalWorkload> {
+    let w = |name, writers, durability| WalWorkload {
+        name,
+        writers,
+        record: 256,
+        durability,
+        duration,
+        segment_bytes: None,
+        in_memory: false,
+    };
+    vec![
+        w("WAL durable, 1 writer", 1, Durability::Sync),
+        // The same on tmpfs, where a sync costs next to nothing: each log's own cost per commit.
+        WalWorkload {
+            in_memory: true,
+            ..w("WAL durable, 1 writer, tmpfs", 1, Durability::Sync)
+        },
+        w("WAL durable, 64 writers", 64, Durability::Sync),
+        // A rotation every ~4 groups: 64 writers' groups of ~17 KiB into 64 KiB segments.
+        WalWorkload {
+            segment_bytes: Some(64 << 10),
+            ..w("WAL durable, 64 writers, 64K segs", 64, Durability::Sync)
+        },
+        w("WAL durable, 1024 writers", 1024, Durability::Sync),
+        w("WAL unsynced, 1 writer", 1, Durability::None),
+        WalWorkload {
+            record: 128,
+            ..w("WAL unsynced, 4 writers, 128 B", 4, Durability::None)
+        },
+    ]
 }
 
 /// Which backend the log runs on.

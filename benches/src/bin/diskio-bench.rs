@@ -173,10 +173,11 @@ fn run(args: &Args) -> Result<(), String> {
         .into_iter()
         .filter(|(w, _)| args.only.as_deref().is_none_or(|o| w.name.contains(o)))
         .collect();
-    let wal_chosen: Vec<WalWorkload> = wal_workloads(args)
-        .into_iter()
-        .filter(|w| args.only.as_deref().is_none_or(|o| w.name.contains(o)))
-        .collect();
+    let wal_chosen: Vec<WalWorkload> =
+        wal_bench::workloads(Duration::from_millis(args.duration_ms))
+            .into_iter()
+            .filter(|w| args.only.as_deref().is_none_or(|o| w.name.contains(o)))
+            .collect();
     if chosen.is_empty() && wal_chosen.is_empty() {
         return Err("--only matched no workload".into());
     }
@@ -312,42 +313,6 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn wal_workloads(args: &Args) -> Vec<WalWorkload> {
-    let duration = Duration::from_millis(args.duration_ms);
-    let w = |name, writers, durability| WalWorkload {
-        name,
-        writers,
-        record: 256,
-        durability,
-        duration,
-        segment_bytes: None,
-        in_memory: false,
-    };
-    vec![
-        w("WAL durable, 1 writer", 1, Durability::Sync),
-        // The same on tmpfs, where a sync costs next to nothing: each log's own cost per commit.
-        WalWorkload {
-            in_memory: true,
-            ..w("WAL durable, 1 writer, tmpfs", 1, Durability::Sync)
-        },
-        w("WAL durable, 64 writers", 64, Durability::Sync),
-        // A rotation every ~4 groups: 64 writers' groups of ~17 KiB into 64 KiB segments.
-        WalWorkload {
-            segment_bytes: Some(64 << 10),
-            ..w("WAL durable, 64 writers, 64K segs", 64, Durability::Sync)
-        },
-        w("WAL durable, 1024 writers", 1024, Durability::Sync),
-        w("WAL unsynced, 1 writer", 1, Durability::None),
-        WalWorkload {
-            record: 128,
-            ..w("WAL unsynced, 4 writers, 128 B", 4, Durability::None)
-        },
-    ]
-}
-
-/// Runs the WAL workloads on each backend, alternating, and prints medians; the durable single
-/// writer is compared with a thread doing `pwrite` + `fdatasync` over written blocks, when that
-/// workload ran.
 /// Something that runs a WAL workload: our log on a backend, a peer, or an unsynced reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WalEngine {
@@ -440,16 +405,9 @@ impl WalEngine {
     }
 }
 
-/// Where the logs of `w` go: under the scratch directory, or for an in-memory workload under
-/// `/dev/shm` (a tmpfs on Linux; the engines then report its absence as their error).
-fn wal_dir(args: &Args, w: &WalWorkload) -> std::path::PathBuf {
-    if w.in_memory {
-        std::path::Path::new("/dev/shm").join(format!("diskio-bench-wal-{}", std::process::id()))
-    } else {
-        args.dir.join("wal")
-    }
-}
-
+/// Runs the WAL workloads on each backend, alternating, and prints medians; the durable single
+/// writer is compared with a thread doing `pwrite` + `fdatasync` over written blocks, when that
+/// workload ran.
 fn run_wal(
     args: &Args,
     chosen: &[WalWorkload],
@@ -480,7 +438,7 @@ fn run_wal(
                 let i = (k + run) % backends.len();
                 bar.set_message(format!("{} / {}", w.name, backends[i].name()));
                 if let Some(Ok(v)) = &mut runs[i] {
-                    match backends[i].run(w, &wal_dir(args, w)) {
+                    match backends[i].run(w, &w.dir(&args.dir)) {
                         Ok(f) => v.push(f),
                         Err(e) => runs[i] = Some(Err(e)),
                     }
