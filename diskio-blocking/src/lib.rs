@@ -13,8 +13,9 @@
 //! current-thread or multi-thread.
 //!
 //! - **A lone durable operation runs on its caller's thread.** A `write_sync_at` or an `fsync`
-//!   of data (a full `fsync` always goes to a worker) that is alone in flight, called from a worker of a multi-thread Tokio runtime, makes its
-//!   system calls right there: a sync outlasts any spin, and the hand-off to a worker and the
+//!   of data (a full `fsync` always goes to a worker) that is alone in flight, called from a
+//!   worker of a multi-thread Tokio runtime, makes its system calls right there: a sync
+//!   outlasts any spin, and the hand-off to a worker and the
 //!   wake-up back cost tens of µs on a virtual machine. With it (and the WAL's own change of
 //!   the same release) the WAL's durable single writer went from 0.72-0.80x to 0.91-1.21x the
 //!   best peer WAL's records/s, p50 0.93-1.12x a thread's own `pwrite` + `fdatasync`, at 47-50

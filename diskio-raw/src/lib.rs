@@ -28,8 +28,9 @@
 //!   the polling: they wait for the device's flush, and a sync runs on a kernel worker thread
 //!   that needs the CPU. Under load neither happens.
 //! - **A lone durable operation runs on its caller's thread.** A `write_sync_at` or an `fsync`
-//!   of data (a full `fsync` always goes through the ring) alone in flight, called from a worker of a multi-thread Tokio runtime, is one system call
-//!   right there (`fdatasync`/`fsync`, or `pwritev2` with `RWF_DSYNC`), as the blocking and
+//!   of data (a full `fsync` always goes through the ring) alone in flight, called from a
+//!   worker of a multi-thread Tokio runtime, is one system call right there
+//!   (`fdatasync`/`fsync`, or `pwritev2` with `RWF_DSYNC`), as the blocking and
 //!   tokio-uring backends do ([`RawOptions::lone_sync_here`]). Through the ring an `FSYNC` always
 //!   runs on a kernel worker thread, and so does the sync of a `RWF_DSYNC` write on a device
 //!   without FUA (many virtual disks: `/sys/block/*/queue/fua` is 0), which the kernel starts
