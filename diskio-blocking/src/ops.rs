@@ -152,12 +152,11 @@ impl DiskIo for BlockingDisk {
         let req = Request::at(Op::Writev, file, offset);
         let (op, bufs) = diskio::admitted!(self.inner.files.admit(&self.inner.stats, req, bufs));
         let (f, timer) = (op.file, op.timer);
-        let sync_timer = self.inner.stats.start(Op::Sync);
+        let sync_timer = timer.sibling(Op::Sync);
         let dsync = self.inner.dsync_write;
         self.submit_where(op.ctx, bufs, true, move |bufs, ctx| {
             let out = write::write_sync(&f, (bufs, offset), kind, dsync, ctx);
-            timer.finish(&out.0, |&n| n as u64);
-            sync_timer.finish(&out.0, |_| 0);
+            timer.finish_with_sync(sync_timer, &out.0, |&n| n as u64);
             out
         })
         .await

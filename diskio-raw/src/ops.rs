@@ -295,18 +295,11 @@ fn write_sync_here(
     sync_timer: OpTimer,
 ) -> BufResult<usize, Vec<AlignedBuf>> {
     let total = op.ctx.len.unwrap_or(0);
-    match diskio::backend::write_all_durable(&op.file.file, &bufs, offset, kind) {
-        Ok(()) => {
-            op.timer.ok(total);
-            sync_timer.ok(0);
-            (Ok(total as usize), bufs)
-        }
-        Err(e) => {
-            op.timer.err();
-            sync_timer.err();
-            (Err(op.file.err(op.ctx, e)), bufs)
-        }
-    }
+    let out = diskio::backend::write_all_durable(&op.file.file, &bufs, offset, kind)
+        .map(|()| total as usize)
+        .map_err(|e| op.file.err(op.ctx, e));
+    op.timer.finish_with_sync(sync_timer, &out, |&n| n as u64);
+    (out, bufs)
 }
 
 /// How [`RawDisk::writev_chain`] makes its write durable.
@@ -489,7 +482,7 @@ impl DiskIo for RawDisk {
             op.timer.discard();
             return write_then_sync(self, file, bufs, offset, kind).await;
         }
-        let sync_timer = self.inner.stats.start(Op::Sync);
+        let sync_timer = op.timer.sibling(Op::Sync);
         if !self.inner.linked_sync {
             if let Some(_alone) = self.lone_here() {
                 return write_sync_here(op, bufs, offset, kind, sync_timer);

@@ -256,7 +256,7 @@ impl DiskIo for UringDisk {
         let req = Request::at(Op::Writev, file, offset);
         let (op, bufs) = diskio::admitted!(self.inner.files.admit(&self.inner.stats, req, bufs));
         if let Some(_alone) = self.lone_here(&op.file) {
-            let sync_timer = self.inner.stats.start(Op::Sync);
+            let sync_timer = op.timer.sibling(Op::Sync);
             return write_sync_here(op, (file, bufs, offset, kind), sync_timer);
         }
         if bufs.is_empty() || bufs.len() > IOV_MAX {
@@ -264,7 +264,7 @@ impl DiskIo for UringDisk {
             op.timer.discard();
             return write_then_sync(self, file, bufs, offset, kind).await;
         }
-        let sync_timer = self.inner.stats.start(Op::Sync);
+        let sync_timer = op.timer.sibling(Op::Sync);
         let (reply, answer) = Reply::new([Some(op.timer), Some(sync_timer)]);
         let job = Job::WriteSync {
             key: op.file.key,

@@ -37,8 +37,9 @@ pub async fn finish_linked<D: DiskIo + ?Sized>(
     let total: usize = bufs.iter().map(AlignedBuf::len).sum();
     match outcome {
         Linked::Synced => {
-            write_timer.ok(total as u64);
-            sync_timer.ok(0);
+            let end = std::time::Instant::now();
+            write_timer.ok_at(total as u64, end);
+            sync_timer.ok_at(0, end);
             (Ok(total), bufs)
         }
         Linked::Short(written) => {
