@@ -196,11 +196,12 @@ impl<D: DiskIo> Inner<D> {
         let target = self.lock().marks.written_end;
         let started = Instant::now();
         self.disk.fsync(file, SyncKind::Data).await?;
-        self.counters.note_sync(started);
+        let done = Instant::now();
+        self.counters.note_sync(started, done);
         {
             let mut st = self.lock();
             st.marks.durable_end = st.marks.durable_end.max(target);
-            st.marks.last_sync = Instant::now();
+            st.marks.last_sync = done;
         }
         self.progress.notify_waiters();
         Ok(())

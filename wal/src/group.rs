@@ -78,8 +78,7 @@ impl<D: DiskIo> Inner<D> {
             .write_sync_at(ready.group.file, vec![buf], ready.at, SyncKind::Data)
             .await;
         res?;
-        self.counters.note_sync(started);
-        self.finish(ready, back.pop(), true);
+        self.finish(ready, back.pop(), Some((started, Instant::now())));
         Ok(())
     }
 
@@ -108,7 +107,7 @@ impl<D: DiskIo> Inner<D> {
                 None => write.await,
             };
             res?;
-            self.finish(ready, Some(back), false);
+            self.finish(ready, Some(back), None);
             match next {
                 Some((r, b)) => (ready, buf) = (r, b),
                 None => return Ok(()),
@@ -167,9 +166,10 @@ impl<D: DiskIo> Inner<D> {
         Ok((ready, buf))
     }
 
-    /// After a group's write (and sync, if `synced`): notes its index marks, keeps its bytes
-    /// for readers (`direct_io`), moves the watermarks and wakes who waits for them.
-    fn finish(&self, ready: Ready, back: Option<AlignedBuf>, synced: bool) {
+    /// After a group's write (and sync, if `synced` says when its write + sync started and
+    /// ended): notes its index marks, keeps its bytes for readers (`direct_io`), moves the
+    /// watermarks and wakes who waits for them.
+    fn finish(&self, ready: Ready, back: Option<AlignedBuf>, synced: Option<(Instant, Instant)>) {
         let Ready {
             group,
             written,
@@ -198,8 +198,13 @@ impl<D: DiskIo> Inner<D> {
                 bufs.push(back);
             }
         }
+        let (synced_from, done) = match synced {
+            Some((started, done)) => (Some(started), done),
+            None => (None, Instant::now()),
+        };
+        let (records, since) = (group.records, group.since);
         self.counters
-            .note_group(group.records, written as u64, group.since);
+            .note_group(records, written as u64, since, done, synced_from);
         {
             let mut st = self.lock();
             if let Some(a) = st.segments.active.as_mut() {
@@ -208,9 +213,9 @@ impl<D: DiskIo> Inner<D> {
             }
             debug_assert_eq!(st.marks.written_end, group.first);
             st.marks.written_end = group.first + group.records;
-            if synced {
+            if synced_from.is_some() {
                 st.marks.durable_end = st.marks.written_end;
-                st.marks.last_sync = Instant::now();
+                st.marks.last_sync = done;
             }
             debug_assert!(st.pending.bytes >= len, "more written than was queued");
             st.pending.bytes -= len;

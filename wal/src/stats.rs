@@ -53,22 +53,39 @@ impl Counters {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A group of `records` records written (`bytes` bytes), whose oldest record was queued at
-    /// `since`.
-    pub(crate) fn note_group(&self, records: u64, bytes: u64, since: Option<Instant>) {
+    /// A group of `records` records written (`bytes` bytes) and done at `done`, whose oldest
+    /// record was queued at `since`; `synced_from` is when its write + sync started, if it was
+    /// synced (`Sync` mode). One clock read and one lock serve all of it.
+    pub(crate) fn note_group(
+        &self,
+        records: u64,
+        bytes: u64,
+        since: Option<Instant>,
+        done: Instant,
+        synced_from: Option<Instant>,
+    ) {
         self.groups.fetch_add(1, Ordering::Relaxed);
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        if synced_from.is_some() {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
         let mut h = self.histograms();
         let _ = h.group_records.record(records.max(1));
         if let Some(since) = since {
-            let _ = h.commit_ns.record(nanos(since).max(1));
+            let _ = h.commit_ns.record(nanos(since, done).max(1));
+        }
+        if let Some(started) = synced_from {
+            let _ = h.sync_ns.record(nanos(started, done).max(1));
         }
     }
 
-    /// A sync of the log's data, started at `started`, done.
-    pub(crate) fn note_sync(&self, started: Instant) {
+    /// A sync of the log's data, started at `started`, done at `done`.
+    pub(crate) fn note_sync(&self, started: Instant, done: Instant) {
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        let _ = self.histograms().sync_ns.record(nanos(started).max(1));
+        let _ = self
+            .histograms()
+            .sync_ns
+            .record(nanos(started, done).max(1));
     }
 
     /// Everything, as of now.
@@ -88,8 +105,8 @@ impl Counters {
     }
 }
 
-fn nanos(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+fn nanos(from: Instant, to: Instant) -> u64 {
+    u64::try_from(to.saturating_duration_since(from).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Counters and distributions of a [`Wal`](crate::Wal) since it was opened
