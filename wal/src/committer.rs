@@ -4,7 +4,6 @@
 //! and laid out in a second write buffer). It exists while there is work.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
@@ -55,7 +54,7 @@ impl<D: DiskIo> Inner<D> {
     /// other, until the queue is empty.
     async fn commit_loop(mut guard: CommitterGuard<D>) {
         let inner = Arc::clone(&guard.inner);
-        while let Some(work) = inner.next_work() {
+        while let Some((work, led)) = inner.next_work() {
             let mut shared = false;
             let res = match work {
                 Work::Write(group) => {
@@ -91,7 +90,6 @@ impl<D: DiskIo> Inner<D> {
             // An appender running the committer in its own future does not yield: it returns
             // as soon as its record is durable, and a lone batch-appender must not hand every
             // batch to a spawned task.
-            let led = guard.led.load(Ordering::Acquire);
             if shared && !led && inner.opts.durability == Durability::Sync {
                 tokio::task::yield_now().await;
             }
@@ -99,19 +97,29 @@ impl<D: DiskIo> Inner<D> {
         guard.finished = true;
     }
 
-    /// Decides the committer's next step under the lock; `None` when there is nothing to do
-    /// (and the committer is marked stopped in the same critical section).
-    fn next_work(&self) -> Option<Work> {
+    /// Decides the committer's next step under the lock, and tells whether the committer runs
+    /// inside an appender's future; `None` when there is nothing to do (and the committer is
+    /// marked stopped in the same critical section).
+    fn next_work(&self) -> Option<(Work, bool)> {
         let mut guard = self.lock();
         let st = &mut *guard;
-        if st.poison.is_some() {
+        let work = self.next_work_in(st);
+        if work.is_none() {
             st.committing = false;
+            st.led = false;
+            drop(guard);
+            self.progress.notify_waiters();
             return None;
         }
-        let Some(active) = st.segments.active.as_ref() else {
-            st.committing = false;
+        work.map(|w| (w, st.led))
+    }
+
+    /// [`next_work`](Self::next_work) on the locked state.
+    fn next_work_in(&self, st: &mut State) -> Option<Work> {
+        if st.poison.is_some() {
             return None;
-        };
+        }
+        let active = st.segments.active.as_ref()?;
         let (file, offset) = (active.file, active.offset);
         let marks = &st.marks;
         if let Durability::Periodic(every) = self.opts.durability {
@@ -124,9 +132,6 @@ impl<D: DiskIo> Inner<D> {
                 return Some(Work::Sync(file));
             }
             st.sync_wanted = false;
-            st.committing = false;
-            drop(guard);
-            self.progress.notify_waiters();
             return None;
         }
         match self.take_group(st, offset) {
@@ -261,37 +266,34 @@ impl<D: DiskIo> Inner<D> {
 pub(crate) struct LedCommitter<D: DiskIo> {
     inner: Arc<Inner<D>>,
     run: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    /// Cleared when the committer goes on as a task of its own.
-    led: Arc<AtomicBool>,
 }
 
 impl<D: DiskIo> LedCommitter<D> {
-    /// A committer for `inner`, whose `committing` flag the caller has just set.
+    /// A committer for `inner`, whose `committing` and `led` flags the caller has just set.
     pub(crate) fn new(inner: &Arc<Inner<D>>) -> Self {
-        let guard = CommitterGuard::new(inner);
-        guard.led.store(true, Ordering::Release);
-        let led = Arc::clone(&guard.led);
         Self {
             inner: Arc::clone(inner),
-            run: Some(Box::pin(Inner::commit_loop(guard))),
-            led,
+            run: Some(Box::pin(Inner::commit_loop(CommitterGuard::new(inner)))),
         }
     }
 
-    /// Runs the committer until it waits for the disk or runs out of work.
-    pub(crate) fn poll(&mut self, cx: &mut std::task::Context<'_>) {
+    /// Runs the committer until it waits (for the disk, or for a segment) or runs out of work;
+    /// whether it still runs.
+    pub(crate) fn poll(&mut self, cx: &mut std::task::Context<'_>) -> bool {
         if let Some(run) = self.run.as_mut() {
             if run.as_mut().poll(cx).is_ready() {
                 self.run = None;
             }
         }
+        self.run.is_some()
     }
 }
 
 impl<D: DiskIo> Drop for LedCommitter<D> {
     fn drop(&mut self) {
         let Some(run) = self.run.take() else { return };
-        self.led.store(false, Ordering::Release);
+        // The committer goes on as a task of its own.
+        self.inner.lock().led = false;
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => drop(handle.spawn(run)),
             // Dropping `run` poisons too (its guard), after this more telling cause.
@@ -307,8 +309,6 @@ impl<D: DiskIo> Drop for LedCommitter<D> {
 struct CommitterGuard<D: DiskIo> {
     inner: Arc<Inner<D>>,
     finished: bool,
-    /// The committer runs inside an appender's future ([`LedCommitter`]), not as a task.
-    led: Arc<AtomicBool>,
 }
 
 impl<D: DiskIo> CommitterGuard<D> {
@@ -316,7 +316,6 @@ impl<D: DiskIo> CommitterGuard<D> {
         Self {
             inner: Arc::clone(inner),
             finished: false,
-            led: Arc::new(AtomicBool::new(false)),
         }
     }
 }

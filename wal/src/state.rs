@@ -62,6 +62,9 @@ pub(crate) struct State {
     pub(crate) marks: Marks,
     /// A committer task is running (or about to).
     pub(crate) committing: bool,
+    /// The running committer runs inside an appender's future
+    /// ([`LedCommitter`](crate::committer::LedCommitter)), not as a task of its own.
+    pub(crate) led: bool,
     /// Someone waits for a sync of what is written ([`Wal::sync`](crate::Wal::sync), the
     /// `Periodic` timer).
     pub(crate) sync_wanted: bool,
@@ -234,6 +237,7 @@ impl State {
                 last_sync: Instant::now(),
             },
             committing: false,
+            led: false,
             sync_wanted: false,
             poison: None,
             closed: false,
@@ -313,6 +317,7 @@ impl<D: DiskIo> Inner<D> {
                 st.poison = Some(cause);
             }
             st.committing = false;
+            st.led = false;
         }
         self.progress.notify_waiters();
         self.space.notify_waiters();

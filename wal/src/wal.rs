@@ -5,6 +5,7 @@ use std::path::Path;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
+use std::task::Poll;
 use std::time::Instant;
 
 use diskio::DiskIo;
@@ -136,8 +137,9 @@ impl<D: DiskIo> Wal<D> {
     /// the next group; once this append's record is durable, any work left goes on in a spawned
     /// task (as it does if this future is dropped mid-commit: nothing is lost).
     pub async fn append(&self, record: &[u8]) -> Result<Lsn> {
-        let (lsn, started) = self.enqueue(record).await?;
-        if self.inner.opts.durability == Durability::Sync {
+        let lead = self.inner.opts.durability == Durability::Sync;
+        let (lsn, started) = self.enqueue(record, lead).await?;
+        if lead {
             self.wait_leading(lsn, started).await?;
         } else if started {
             Inner::spawn_committer(&self.inner)?;
@@ -175,7 +177,7 @@ impl<D: DiskIo> Wal<D> {
     ///
     /// [`WalError::RecordTooLarge`], [`WalError::Poisoned`], [`WalError::Closed`].
     pub async fn append_nowait(&self, record: &[u8]) -> Result<Lsn> {
-        let (lsn, started) = self.enqueue(record).await?;
+        let (lsn, started) = self.enqueue(record, false).await?;
         if started {
             Inner::spawn_committer(&self.inner)?;
         }
@@ -183,18 +185,19 @@ impl<D: DiskIo> Wal<D> {
     }
 
     /// Queues the record, waiting while the queue is full; returns its LSN and whether the
-    /// committer was idle, in which case the caller must run one (it is marked running).
-    async fn enqueue(&self, record: &[u8]) -> Result<(Lsn, bool)> {
+    /// committer was idle, in which case the caller must run one (it is marked running, and
+    /// marked led if the caller will `lead` it in its own future).
+    async fn enqueue(&self, record: &[u8], lead: bool) -> Result<(Lsn, bool)> {
         self.check_size(record.len())?;
         let frame = frame_len(record.len());
         // The fast path: room in the queue, no waiting machinery.
-        if let Some(queued) = self.try_enqueue(record, frame)? {
+        if let Some(queued) = self.try_enqueue(record, frame, lead)? {
             return Ok(queued);
         }
         loop {
             let mut space = pin!(self.inner.space.notified());
             space.as_mut().enable();
-            if let Some(queued) = self.try_enqueue(record, frame)? {
+            if let Some(queued) = self.try_enqueue(record, frame, lead)? {
                 return Ok(queued);
             }
             space.await;
@@ -203,22 +206,36 @@ impl<D: DiskIo> Wal<D> {
 
     /// Waits until `lsn` is durable, running the committer inside this future first if the
     /// caller `started` it ([`LedCommitter`]).
+    ///
+    /// While it leads, only its own committer moves the durable watermark, and every wait of
+    /// that committer wakes this future: so it looks at the watermark after each step of the
+    /// committer rather than registering for the log's wake-ups.
     async fn wait_leading(&self, lsn: Lsn, started: bool) -> Result<()> {
         if !started {
             return self.wait_durable(lsn).await;
         }
         let mut committer = LedCommitter::new(&self.inner);
-        let mut durable = pin!(self.wait_durable(lsn));
-        std::future::poll_fn(|cx| {
-            committer.poll(cx);
-            durable.as_mut().poll(cx)
+        let led = std::future::poll_fn(|cx| {
+            let running = committer.poll(cx);
+            match durable_outcome(&self.inner.lock(), lsn) {
+                Some(outcome) => Poll::Ready(Some(outcome)),
+                None if running => Poll::Pending,
+                // The committer stopped short of `lsn` (it cannot, but waiting is the safe
+                // answer).
+                None => Poll::Ready(None),
+            }
         })
-        .await
+        .await;
+        drop(committer);
+        match led {
+            Some(outcome) => outcome,
+            None => self.wait_durable(lsn).await,
+        }
     }
 
     /// Queues the record if there is room: its LSN, and whether the committer was idle (it is
-    /// then marked running, and the caller must start it).
-    fn try_enqueue(&self, record: &[u8], frame: usize) -> Result<Option<(Lsn, bool)>> {
+    /// then marked running, and led if `lead`, and the caller must start it).
+    fn try_enqueue(&self, record: &[u8], frame: usize, lead: bool) -> Result<Option<(Lsn, bool)>> {
         let inner = &self.inner;
         let mut st = inner.lock();
         st.usable()?;
@@ -238,7 +255,10 @@ impl<D: DiskIo> Wal<D> {
         pending.queue.push(lsn, record);
         pending.bytes += frame;
         let start = !st.committing;
-        st.committing = true;
+        if start {
+            st.committing = true;
+            st.led = lead;
+        }
         drop(st);
         inner.counters.appends.fetch_add(1, Ordering::Relaxed);
         Ok(Some((lsn, start)))
@@ -253,24 +273,12 @@ impl<D: DiskIo> Wal<D> {
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         let mut outcome = Ok(());
         self.inner
-            .wait_for(|st| {
-                if st.marks.durable_end > lsn {
-                    return true;
+            .wait_for(|st| match durable_outcome(st, lsn) {
+                Some(o) => {
+                    outcome = o;
+                    true
                 }
-                if let Some(cause) = &st.poison {
-                    outcome = Err(WalError::Poisoned {
-                        cause: Arc::clone(cause),
-                    });
-                    return true;
-                }
-                if lsn >= st.next_lsn {
-                    outcome = Err(WalError::NotAppended {
-                        lsn,
-                        next: st.next_lsn,
-                    });
-                    return true;
-                }
-                false
+                None => false,
             })
             .await;
         outcome
@@ -291,7 +299,10 @@ impl<D: DiskIo> Wal<D> {
             }
             st.sync_wanted = true;
             let start = !st.committing;
-            st.committing = true;
+            if start {
+                st.committing = true;
+                st.led = true;
+            }
             (last, start)
         };
         let (last, started) = last;
@@ -441,4 +452,23 @@ impl<D: DiskIo> Wal<D> {
         }
         Ok(())
     }
+}
+
+/// Whether waiting for `lsn` to be durable is over, and how: `None` while it must go on.
+fn durable_outcome(st: &State, lsn: Lsn) -> Option<Result<()>> {
+    if st.marks.durable_end > lsn {
+        return Some(Ok(()));
+    }
+    if let Some(cause) = &st.poison {
+        return Some(Err(WalError::Poisoned {
+            cause: Arc::clone(cause),
+        }));
+    }
+    if lsn >= st.next_lsn {
+        return Some(Err(WalError::NotAppended {
+            lsn,
+            next: st.next_lsn,
+        }));
+    }
+    None
 }
