@@ -108,7 +108,7 @@ impl<D: DiskIo> Inner<D> {
             st.committing = false;
             st.led = false;
             drop(guard);
-            self.progress.notify_waiters();
+            self.progress.wake();
             return None;
         }
         work.map(|w| (w, st.led))
@@ -208,7 +208,7 @@ impl<D: DiskIo> Inner<D> {
             st.marks.durable_end = st.marks.durable_end.max(target);
             st.marks.last_sync = done;
         }
-        self.progress.notify_waiters();
+        self.progress.wake();
         Ok(())
     }
 

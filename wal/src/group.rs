@@ -220,8 +220,8 @@ impl<D: DiskIo> Inner<D> {
             debug_assert!(st.pending.bytes >= len, "more written than was queued");
             st.pending.bytes -= len;
         }
-        self.progress.notify_waiters();
-        self.space.notify_waiters();
+        self.progress.wake();
+        self.space.wake();
     }
 
     /// `prefix` and the group's bytes in the committer's aligned buffer, reused from group to

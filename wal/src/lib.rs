@@ -200,6 +200,7 @@ mod rewind;
 mod segments;
 mod state;
 mod stats;
+mod wakeup;
 mod wal;
 mod window;
 

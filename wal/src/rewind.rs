@@ -53,8 +53,8 @@ impl<D: DiskIo> Drop for Hold<'_, D> {
             // A failure to spawn poisons the log, which wakes every waiter.
             let _ = Inner::spawn_committer(self.inner);
         }
-        self.inner.progress.notify_waiters();
-        self.inner.space.notify_waiters();
+        self.inner.progress.wake();
+        self.inner.space.wake();
     }
 }
 

@@ -105,7 +105,7 @@ impl<D: DiskIo> Inner<D> {
                     }
                 }
             }
-            inner.progress.notify_waiters();
+            inner.progress.wake();
         });
     }
 

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use diskio::{DiskIo, FileId};
-use tokio::sync::Notify;
 
 use crate::Lsn;
 use crate::direct::DirectCache;
@@ -16,6 +15,7 @@ use crate::options::{Durability, WalOptions};
 use crate::queue::Queue;
 use crate::recovery::FoundSegment;
 use crate::stats::Counters;
+use crate::wakeup::Wakeup;
 
 /// Everything behind a [`Wal`](crate::Wal) handle and its clones.
 pub(crate) struct Inner<D> {
@@ -24,9 +24,9 @@ pub(crate) struct Inner<D> {
     pub(crate) opts: WalOptions,
     state: Mutex<State>,
     /// Woken when the written or durable watermark moves, or the log is poisoned or closed.
-    pub(crate) progress: Notify,
+    pub(crate) progress: Wakeup,
     /// Woken when queued bytes drop.
-    pub(crate) space: Notify,
+    pub(crate) space: Wakeup,
     pub(crate) counters: Counters,
     /// The committer's write buffers, kept between groups (two when one group is prepared
     /// while the one before it is written).
@@ -273,8 +273,8 @@ impl<D: DiskIo> Inner<D> {
             dir,
             opts,
             state: Mutex::new(state),
-            progress: Notify::new(),
-            space: Notify::new(),
+            progress: Wakeup::default(),
+            space: Wakeup::default(),
             counters: Counters::default(),
             write_bufs: Mutex::new(Vec::new()),
             direct,
@@ -319,19 +319,14 @@ impl<D: DiskIo> Inner<D> {
             st.committing = false;
             st.led = false;
         }
-        self.progress.notify_waiters();
-        self.space.notify_waiters();
+        self.progress.wake();
+        self.space.wake();
     }
 
     /// Waits until `done` holds under the lock, woken by `progress`.
     pub(crate) async fn wait_for(&self, mut done: impl FnMut(&mut State) -> bool) {
-        loop {
-            let mut progress = std::pin::pin!(self.progress.notified());
-            progress.as_mut().enable();
-            if done(&mut self.lock()) {
-                return;
-            }
-            progress.await;
-        }
+        self.progress
+            .until(|| done(&mut self.lock()).then_some(()))
+            .await;
     }
 }

@@ -2,7 +2,6 @@
 //! and closing.
 
 use std::path::Path;
-use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::task::Poll;
@@ -190,18 +189,11 @@ impl<D: DiskIo> Wal<D> {
     async fn enqueue(&self, record: &[u8], lead: bool) -> Result<(Lsn, bool)> {
         self.check_size(record.len())?;
         let frame = frame_len(record.len());
-        // The fast path: room in the queue, no waiting machinery.
-        if let Some(queued) = self.try_enqueue(record, frame, lead)? {
-            return Ok(queued);
-        }
-        loop {
-            let mut space = pin!(self.inner.space.notified());
-            space.as_mut().enable();
-            if let Some(queued) = self.try_enqueue(record, frame, lead)? {
-                return Ok(queued);
-            }
-            space.await;
-        }
+        // Waits only while the queue is full.
+        self.inner
+            .space
+            .until(|| self.try_enqueue(record, frame, lead).transpose())
+            .await
     }
 
     /// Waits until `lsn` is durable, running the committer inside this future first if the
@@ -394,8 +386,8 @@ impl<D: DiskIo> Wal<D> {
         {
             t.unpark();
         }
-        inner.progress.notify_waiters();
-        inner.space.notify_waiters();
+        inner.progress.wake();
+        inner.space.wake();
         if let Some(p) = prepared {
             // Never part of the log: a failure to drop it is not the log's (the next open
             // removes it).
