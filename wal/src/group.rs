@@ -148,12 +148,8 @@ impl<D: DiskIo> Inner<D> {
             next_tail.extend_from_slice(&buf[block_start..end]);
         }
         let marks = index_marks(&group);
-        {
-            let mut st = self.lock();
-            for c in std::mem::take(&mut group.chunks) {
-                st.pending.queue.recycle(c.bytes);
-            }
-        }
+        let chunks = std::mem::take(&mut group.chunks);
+        self.lock().pending.queue.recycle_all(chunks);
         let ready = Ready {
             written: buf.len(),
             at,

@@ -23,6 +23,8 @@ pub(crate) struct Chunk {
 pub(crate) struct Queue {
     chunks: VecDeque<Chunk>,
     free: Vec<Vec<u8>>,
+    /// The list of a group's chunks, emptied and kept for the next group.
+    spare: Vec<Chunk>,
 }
 
 impl Queue {
@@ -58,7 +60,7 @@ impl Queue {
     /// Takes whole frames from the front, at most `limit` bytes of them; returns the chunks taken
     /// (none if the first frame alone is larger than `limit`).
     pub(crate) fn take(&mut self, limit: usize) -> Vec<Chunk> {
-        let mut taken = Vec::new();
+        let mut taken = std::mem::take(&mut self.spare);
         let mut bytes = 0;
         while let Some(front) = self.chunks.front_mut() {
             if bytes + front.bytes.len() <= limit {
@@ -81,6 +83,16 @@ impl Queue {
             break;
         }
         taken
+    }
+
+    /// Gives the memory of chunks taken (and written) back for reuse, the list's too.
+    pub(crate) fn recycle_all(&mut self, mut chunks: Vec<Chunk>) {
+        for c in chunks.drain(..) {
+            self.recycle(c.bytes);
+        }
+        if self.spare.capacity() < chunks.capacity() {
+            self.spare = chunks;
+        }
     }
 
     /// Gives an emptied chunk's memory back for reuse.
@@ -122,9 +134,18 @@ mod tests {
         q.push(2, b"small");
         let taken = q.take(usize::MAX);
         assert_eq!(taken.len(), 2);
-        for c in taken {
-            q.recycle(c.bytes);
-        }
+        q.recycle_all(taken);
         assert_eq!(q.free.len(), 1, "only chunk-sized memory is kept");
+        assert!(
+            q.spare.is_empty() && q.spare.capacity() >= 2,
+            "the list is kept, emptied"
+        );
+        q.push(3, b"again");
+        let again = q.take(usize::MAX);
+        assert_eq!(
+            (again.len(), again[0].records),
+            (1, 1),
+            "a kept list starts empty"
+        );
     }
 }
