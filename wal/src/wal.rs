@@ -189,7 +189,10 @@ impl<D: DiskIo> Wal<D> {
     async fn enqueue(&self, record: &[u8], lead: bool) -> Result<(Lsn, bool)> {
         self.check_size(record.len())?;
         let frame = frame_len(record.len());
-        // Waits only while the queue is full.
+        // The fast path: room in the queue, no waiting machinery.
+        if let Some(queued) = self.try_enqueue(record, frame, lead)? {
+            return Ok(queued);
+        }
         self.inner
             .space
             .until(|| self.try_enqueue(record, frame, lead).transpose())
