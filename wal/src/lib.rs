@@ -114,6 +114,16 @@
 //! record: blocking 47-50 µs (139-164 before), raw 35-40 µs (86-88 before), the best peers
 //! 45-57. No core spins for it: the waits sleep in the kernel.
 //!
+//! What the log itself spends per commit shows where the device costs nothing: `diskio-bench`'s
+//! row `WAL durable, 1 writer, tmpfs` (the logs on `/dev/shm`). There a lone commit reads the
+//! clock five times (as the record is queued; as its write + sync starts and ends, once each
+//! for the log's statistics and the backend's), wakes nobody when nobody waits (an atomic
+//! load), watches the durable watermark itself rather than waiting to be woken, and allocates
+//! little besides the box its committer moves into (3.4 KiB). Three alternated pairs of
+//! invocations against the version before, which read the clock nine times: on raw, p50
+//! 2.0-2.8 µs against 3.6-3.7 and 2.4-3.0 µs of CPU per record against 3.9-4.2, 0.62-0.82x
+//! okaywal's records/s against 0.49-0.53x (okaywal: p50 1.8-1.9 µs, 1.9-2.2 µs of CPU).
+//!
 //! Under load, one group is in flight at a time, and after a group of several records the
 //! committer yields once before it takes the next: the appenders it just woke append again and
 //! ride in that next group, instead of waiting out one more (an appender running the
