@@ -54,7 +54,7 @@ impl<D: DiskIo> Inner<D> {
     /// other, until the queue is empty.
     async fn commit_loop(mut guard: CommitterGuard<D>) {
         let inner = Arc::clone(&guard.inner);
-        while let Some((work, led)) = inner.next_work() {
+        while let Some(work) = inner.next_work() {
             let mut shared = false;
             let res = match work {
                 Work::Write(group) => {
@@ -93,17 +93,16 @@ impl<D: DiskIo> Inner<D> {
             // An appender running the committer in its own future does not yield: it returns
             // as soon as its record is durable, and a lone batch-appender must not hand every
             // batch to a spawned task.
-            if shared && !led && inner.opts.durability == Durability::Sync {
+            if shared && inner.opts.durability == Durability::Sync && !inner.lock().led {
                 tokio::task::yield_now().await;
             }
         }
         guard.finished = true;
     }
 
-    /// Decides the committer's next step under the lock, and tells whether the committer runs
-    /// inside an appender's future; `None` when there is nothing to do (and the committer is
-    /// marked stopped in the same critical section).
-    fn next_work(&self) -> Option<(Work, bool)> {
+    /// Decides the committer's next step under the lock; `None` when there is nothing to do
+    /// (and the committer is marked stopped in the same critical section).
+    fn next_work(&self) -> Option<Work> {
         let mut guard = self.lock();
         let st = &mut *guard;
         let work = self.next_work_in(st);
@@ -112,9 +111,8 @@ impl<D: DiskIo> Inner<D> {
             st.led = false;
             drop(guard);
             self.progress.wake();
-            return None;
         }
-        work.map(|w| (w, st.led))
+        work
     }
 
     /// [`next_work`](Self::next_work) on the locked state.
