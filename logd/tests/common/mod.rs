@@ -36,7 +36,7 @@ impl Server {
             })
             .spawn()
             .expect("start logd");
-        let s = Self {
+        let mut s = Self {
             child: Some(child),
             base: format!("http://{addr}"),
             addr: addr.to_owned(),
@@ -46,15 +46,43 @@ impl Server {
         s
     }
 
-    fn wait_ready(&self) {
+    /// Waits until this `logd` answers HTTP on its address. A TCP connection alone is not
+    /// proof: under load (two tests starting servers at once) one was accepted on the port
+    /// before this `logd` listened there, and the test's first request was then refused (about
+    /// 1 run in 20 of `tests/api.rs`, with the server found listening moments later).
+    fn wait_ready(&mut self) {
         let until = Instant::now() + Duration::from_secs(30);
         while Instant::now() < until {
-            if std::net::TcpStream::connect(&self.addr).is_ok() {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("logd exited before it answered on {}: {status}", self.addr);
+                }
+            }
+            if self.answers_http() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("logd did not listen on {} within 30 s", self.addr);
+        panic!("logd did not answer on {} within 30 s", self.addr);
+    }
+
+    /// Whether an HTTP request to the server gets an HTTP response (any status: a clustered
+    /// node without a leader yet answers too).
+    fn answers_http(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut conn) = std::net::TcpStream::connect(&self.addr) else {
+            return false;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        if conn.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        let mut head = [0u8; 12];
+        conn.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 ")
     }
 
     pub fn url(&self, path: &str) -> String {
