@@ -221,6 +221,8 @@ impl<D: DiskIo> Wal<D> {
             }
         })
         .await;
+        // Hands any work left to a task before waiting below: kept here, the committer would no
+        // longer be polled, and the wait would be for a commit that never comes.
         drop(committer);
         match led {
             Some(outcome) => outcome,
