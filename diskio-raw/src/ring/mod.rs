@@ -102,6 +102,7 @@ impl Ring {
                 free: Vec::new(),
                 unreaped: 0,
                 reaper_parked: false,
+                submitting: false,
                 shutdown: false,
             }),
             reaper_wake: Condvar::new(),
@@ -155,7 +156,7 @@ impl Ring {
             Err(_) => return Err((reaper_gone(), keep, timers)),
         }
         let mut out = Deliveries::default();
-        let index = {
+        let (index, submit) = {
             let mut st = self.lock();
             let index = alloc_slot(&mut st, n, keep, timers);
             for (k, sqe) in sqes.iter_mut().enumerate() {
@@ -165,7 +166,7 @@ impl Ring {
             // SAFETY: the caller guarantees the entries' memory lives in `keep`, which the
             // slot now owns until the last completion is reaped.
             unsafe { self.push_locked(&mut st, sqes, &mut out) };
-            index
+            (index, !std::mem::replace(&mut st.submitting, true))
         };
         out.deliver(self);
         let mut guard = Abandon {
@@ -173,7 +174,9 @@ impl Ring {
             index,
             armed: true,
         };
-        self.enter();
+        if submit {
+            self.submit_queued();
+        }
         if let Some(done) = self.wait_if_alone(index, n, lone) {
             guard.armed = false;
             return Ok(done);

@@ -122,6 +122,9 @@ pub(super) struct State {
     /// SQEs pushed whose completion has not been reaped.
     pub(super) unreaped: usize,
     pub(super) reaper_parked: bool,
+    /// A caller is submitting the queue ([`Ring::submit_queued`]): callers that push
+    /// meanwhile leave their entries to it.
+    pub(super) submitting: bool,
     pub(super) shutdown: bool,
 }
 

@@ -45,16 +45,45 @@ impl Ring {
         sq.sync();
     }
 
-    /// Submits whatever is queued. Errors the kernel may return under pressure are retried;
-    /// the entries stay queued for the next `io_uring_enter` (the reaper's included), so an
-    /// operation is never lost.
-    pub(super) fn enter(&self) {
+    /// Submits what is queued, then again as long as other callers queued more meanwhile: they
+    /// found `submitting` set and left their entries to this caller. So under load one
+    /// `io_uring_enter` carries several operations (one pass through the block layer's plug, one
+    /// doorbell for the device), and callers do not contend for the kernel's ring lock, which
+    /// spinning submitters made 10% of the CPU at 32 reads in flight. Completions that came in
+    /// meanwhile (page-cache reads complete inside the submission) go to their tasks at once.
+    ///
+    /// The caller must have set `State::submitting`; this clears it.
+    pub(super) fn submit_queued(&self) {
+        loop {
+            let progressed = self.enter();
+            let mut out = Deliveries::default();
+            let mut st = self.lock();
+            self.reap_locked(&mut st, &mut out);
+            // SAFETY: the state lock is held, and it is the only place a submission queue is
+            // made, so no other `SubmissionQueue` exists.
+            let more = progressed && !unsafe { self.uring.submission_shared() }.is_empty();
+            if !more {
+                // What the kernel refused stays queued for the reaper's next enter.
+                st.submitting = false;
+            }
+            drop(st);
+            out.deliver(self);
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Submits whatever is queued; returns whether the kernel took any of it. Errors the kernel
+    /// may return under pressure are retried; the entries stay queued for the next
+    /// `io_uring_enter` (the reaper's included), so an operation is never lost.
+    pub(super) fn enter(&self) -> bool {
         loop {
             match self.uring.submitter().submit() {
                 Ok(n) => {
                     self.counters.enters.fetch_add(1, Ordering::Relaxed);
                     self.counters.sqes.fetch_add(n as u64, Ordering::Relaxed);
-                    return;
+                    return n > 0;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) if retryable(&e) => {
@@ -62,12 +91,12 @@ impl Ring {
                     // submit what is left.
                     self.reap_and_deliver();
                     self.ensure_reaper();
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "io_uring_enter failed; the reaper will retry");
                     self.ensure_reaper();
-                    return;
+                    return false;
                 }
             }
         }
