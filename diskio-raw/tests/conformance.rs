@@ -39,3 +39,11 @@ mod squeezed {
             .lone_sync_here(false)
     ));
 }
+
+mod sqpoll {
+    // A kernel thread polls the submission queue: each caller queues its entries and wakes
+    // that thread if it sleeps, instead of leaving them to another caller's submission.
+    conformance::suite!(diskio_raw::RawDisk::new(
+        diskio_raw::RawOptions::new().sqpoll(Some(10))
+    ));
+}

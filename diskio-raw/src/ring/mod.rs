@@ -75,6 +75,8 @@ pub(crate) struct Ring {
     lone_wait: Duration,
     /// The kernel takes a timeout with a wait (`IORING_FEAT_EXT_ARG`).
     ext_arg: bool,
+    /// The kernel polls the submission queue with a thread of its own (`IORING_SETUP_SQPOLL`).
+    sqpoll: bool,
     /// Set when the reaper thread is gone (it never panics; this guards against the
     /// impossible, so that callers fail instead of hanging).
     reaper_dead: AtomicBool,
@@ -95,6 +97,7 @@ impl Ring {
         lone_wait: Duration,
     ) -> Self {
         let ext_arg = uring.params().is_feature_ext_arg();
+        let sqpoll = uring.params().is_setup_sqpoll();
         Self {
             uring,
             state: Mutex::new(State {
@@ -112,6 +115,7 @@ impl Ring {
             spin,
             lone_wait,
             ext_arg,
+            sqpoll,
             reaper_dead: AtomicBool::new(false),
         }
     }
@@ -166,7 +170,10 @@ impl Ring {
             // SAFETY: the caller guarantees the entries' memory lives in `keep`, which the
             // slot now owns until the last completion is reaped.
             unsafe { self.push_locked(&mut st, sqes, &mut out) };
-            (index, !std::mem::replace(&mut st.submitting, true))
+            // With `SQPOLL` the kernel's thread takes entries as they are queued: each caller
+            // makes sure it is awake.
+            let submit = self.sqpoll || !std::mem::replace(&mut st.submitting, true);
+            (index, submit)
         };
         out.deliver(self);
         let mut guard = Abandon {
@@ -174,7 +181,9 @@ impl Ring {
             index,
             armed: true,
         };
-        if submit {
+        if self.sqpoll {
+            self.enter();
+        } else if submit {
             self.submit_queued();
         }
         if let Some(done) = self.wait_if_alone(index, n, lone) {

@@ -6,6 +6,9 @@ use std::sync::atomic::Ordering;
 use io_uring::squeue;
 
 use super::Ring;
+
+/// Most passes of [`Ring::submit_queued`].
+const SUBMIT_PASSES: usize = 8;
 use super::slots::{Deliveries, State};
 
 impl Ring {
@@ -45,16 +48,19 @@ impl Ring {
         sq.sync();
     }
 
-    /// Submits what is queued, then again as long as other callers queued more meanwhile: they
-    /// found `submitting` set and left their entries to this caller. So under load one
+    /// Submits what is queued, then again while other callers queued more meanwhile: they found
+    /// `submitting` set and left their entries to this caller. So under load one
     /// `io_uring_enter` carries several operations (one pass through the block layer's plug, one
     /// doorbell for the device), and callers do not contend for the kernel's ring lock, which
     /// spinning submitters made 10% of the CPU at 32 reads in flight. Completions that came in
     /// meanwhile (page-cache reads complete inside the submission) go to their tasks at once.
     ///
-    /// The caller must have set `State::submitting`; this clears it.
+    /// At most [`SUBMIT_PASSES`] passes, so that a steady stream of other callers' entries does
+    /// not keep this caller from its own operation: the last pass clears `submitting` before it
+    /// enters, so what was queued until then goes in with it and later callers submit their
+    /// own. The caller must have set `State::submitting`; this clears it.
     pub(super) fn submit_queued(&self) {
-        loop {
+        for pass in 1..=SUBMIT_PASSES {
             let progressed = self.enter();
             let mut out = Deliveries::default();
             let mut st = self.lock();
@@ -62,13 +68,17 @@ impl Ring {
             // SAFETY: the state lock is held, and it is the only place a submission queue is
             // made, so no other `SubmissionQueue` exists.
             let more = progressed && !unsafe { self.uring.submission_shared() }.is_empty();
-            if !more {
+            let last = !more || pass == SUBMIT_PASSES;
+            if last {
                 // What the kernel refused stays queued for the reaper's next enter.
                 st.submitting = false;
             }
             drop(st);
             out.deliver(self);
-            if !more {
+            if last {
+                if more {
+                    self.enter();
+                }
                 return;
             }
         }
