@@ -72,7 +72,9 @@ impl RawOptions {
 
     /// Turns on `SQPOLL`: a kernel thread polls the submission queue, and goes to sleep after
     /// `idle_ms` without work. Saves the submitting system call at the price of a busy kernel
-    /// thread; off by default.
+    /// thread; off by default. At 32 `O_DIRECT` reads in flight it brought the IOPS from 0.88x
+    /// to 0.95x fio's (medians of eight alternated pairs) for about three times the CPU per
+    /// read.
     pub fn sqpoll(mut self, idle_ms: Option<u32>) -> Self {
         self.sqpoll_idle_ms = idle_ms;
         self
