@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use io_uring::squeue;
 
 use super::Ring;
+use super::slots::{Deliveries, State};
 
 /// Most passes of [`Ring::submit_queued`].
 const SUBMIT_PASSES: usize = 8;
-use super::slots::{Deliveries, State};
 
 impl Ring {
     /// Pushes entries, flushing the submission queue into the kernel when it is full.
