@@ -46,10 +46,13 @@
 //!
 //! A ring per Tokio worker would save the reaper's hop on device I/O but ties the backend to
 //! one runtime's threads; the ring's descriptor watched by the Tokio reactor ties it to the
-//! runtime that registered it, and did not pay here: a prototype whose reaping ran as a task
-//! woken by the reactor (the reaper thread as a backstop) gave 0.89x fio's IOPS at 32
-//! `O_DIRECT` reads in flight against 0.88x for the reaper thread, at the same CPU, over eight
-//! alternated pairs. Part of the hop is the kernel's: it finishes a read's completion on the
+//! runtime that registered it (and a runtime built without `enable_io` has no reactor). A
+//! prototype whose reaping ran as a task woken by the reactor (the reaper thread as a
+//! backstop) gave 0.91x fio's IOPS at 32 `O_DIRECT` reads in flight against 0.87x for the
+//! reaper thread, for 6% more CPU per read, over fourteen alternated pairs (0.92 against 0.87
+//! in a first set of six, 0.89 against 0.88 in the next eight): not kept for now.
+//! `IORING_SETUP_COOP_TASKRUN` (no interrupt of a running submitter) gave 0.87x against 0.92x
+//! over eight pairs. Part of the hop is the kernel's: it finishes a read's completion on the
 //! thread that submitted it, waking that thread first. The design above works from any runtime
 //! and from several at once, and the figures in the README show what it costs against fio;
 //! [`RawOptions::sqpoll`] takes the submissions, and the completions' first step, off the
