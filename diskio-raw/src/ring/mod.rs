@@ -181,10 +181,12 @@ impl Ring {
             index,
             armed: true,
         };
-        if self.sqpoll {
-            self.enter();
-        } else if submit {
-            self.submit_queued();
+        if submit {
+            if self.sqpoll {
+                self.enter();
+            } else {
+                self.submit_queued();
+            }
         }
         if let Some(done) = self.wait_if_alone(index, n, lone) {
             guard.armed = false;
