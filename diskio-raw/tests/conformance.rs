@@ -1,5 +1,6 @@
 //! The conformance suite on the io_uring backend: with its defaults, through the object-safe
-//! form, and squeezed (a tiny ring, few operations in flight, no registered files or buffers).
+//! form, with linked write and sync, squeezed (a tiny ring, few operations in flight, no
+//! registered files or buffers), and with a kernel thread polling the submission queue.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step panics
 
 mod static_form {
